@@ -1,0 +1,49 @@
+"""babysit: the CS231n recipe for training neural networks, as software.
+
+    import babysit as bs
+    train, val = bs.load_data("digits")
+    model = bs.nn.mlp(64, [100, 100], 10, activation="relu", init="he")
+    report = bs.checkup(model, train, val_data=val)
+
+The heavy parts (Optuna, matplotlib) are imported on first use, so `import babysit` and the
+CLI start fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from babysit import nn
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_data": "babysit.data.datasets",
+    "checkup": "babysit.checkup",
+    "Report": "babysit.report.report",
+    "Finding": "babysit.checks.findings",
+    "Monitor": "babysit.train.monitor",
+    "search": "babysit.search.study",
+    "data": "babysit.data",
+}
+
+__all__ = ["Finding", "Monitor", "Report", "checkup", "data", "load_data", "nn", "search"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from babysit import data
+    from babysit.checks.findings import Finding
+    from babysit.checkup import checkup
+    from babysit.data.datasets import load_data
+    from babysit.report.report import Report
+    from babysit.search.study import search
+    from babysit.train.monitor import Monitor
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'babysit' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    value = module if name == "data" else getattr(module, name)
+    globals()[name] = value
+    return value

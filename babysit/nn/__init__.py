@@ -1,0 +1,26 @@
+"""Building blocks: activations by name, init schemes, and model builders."""
+
+from babysit.nn.activations import (
+    ACTIVATIONS,
+    ActivationInfo,
+    Maxout,
+    activation,
+    activation_info,
+)
+from babysit.nn.init import SCHEMES, apply_init, fans, lsuv_, weight_layers
+from babysit.nn.models import cnn, mlp
+
+__all__ = [
+    "ACTIVATIONS",
+    "SCHEMES",
+    "ActivationInfo",
+    "Maxout",
+    "activation",
+    "activation_info",
+    "apply_init",
+    "cnn",
+    "fans",
+    "lsuv_",
+    "mlp",
+    "weight_layers",
+]

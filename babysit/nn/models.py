@@ -1,0 +1,122 @@
+"""Model builders: plain MLPs and CNNs with a chosen activation, init and batch norm.
+
+Batch norm goes after each Linear/Conv and before the nonlinearity, as the lecture (and
+Ioffe & Szegedy 2015) place it; in eval mode it uses its running averages (torch's
+BatchNorm does this). The lecture's "10 layers of 500 tanh units with 0.01 init" is
+`mlp(500, [500] * 10, 10, activation="tanh", init="small")`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from babysit.nn.activations import activation as make_activation
+from babysit.nn.init import apply_init
+
+__all__ = ["cnn", "mlp"]
+
+
+def _activation(name: str, width: int, kwargs: dict) -> nn.Module:
+    kwargs = dict(kwargs)
+    if name == "prelu" and kwargs.pop("per_channel", False):
+        kwargs["num_parameters"] = width
+    return make_activation(name, **kwargs)
+
+
+def _pieces(name: str, kwargs: dict) -> int:
+    """How many times wider the layer in front of the activation must be (k for Maxout)."""
+    return int(kwargs.get("k", 2)) if name == "maxout" else 1
+
+
+def _check_widths(widths: Sequence[int], what: str) -> None:
+    if any(int(w) != w or w < 1 for w in widths):
+        raise ValueError(f"{what} must be positive integers, got {list(widths)}")
+
+
+def mlp(
+    in_features: int | Sequence[int],
+    hidden: Sequence[int],
+    classes: int,
+    activation: str = "relu",
+    init: str = "he",
+    batch_norm: bool = False,
+    dropout: float = 0.0,
+    activation_kwargs: dict | None = None,
+    init_data: Tensor | None = None,
+) -> nn.Sequential:
+    """A fully connected net: Flatten, then per hidden width Linear [-> BatchNorm] -> act
+    [-> Dropout], then a Linear to `classes` logits.
+
+    `in_features` may be an input shape such as (1, 8, 8). With activation="maxout" each
+    hidden Linear produces k * width features for Maxout(k) to reduce. `activation_kwargs`
+    go to the activation (e.g. {"negative_slope": 0.1}; {"per_channel": True} for PReLU).
+    `init_data` is a batch of inputs, needed by init="lsuv".
+    """
+    activation_kwargs = activation_kwargs or {}
+    in_features = math.prod(in_features) if isinstance(in_features, Sequence) else in_features
+    _check_widths([in_features, *hidden, classes], "in_features, hidden widths and classes")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    k = _pieces(activation, activation_kwargs)
+    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+    width_in = in_features
+    for i, width in enumerate(hidden, start=1):
+        layers[f"fc{i}"] = nn.Linear(width_in, width * k, bias=not batch_norm)
+        if batch_norm:
+            layers[f"bn{i}"] = nn.BatchNorm1d(width * k)
+        layers[f"{activation}{i}"] = _activation(activation, width, activation_kwargs)
+        if dropout:
+            layers[f"dropout{i}"] = nn.Dropout(dropout)
+        width_in = width
+    layers["logits"] = nn.Linear(width_in, classes)
+    model = nn.Sequential(layers)
+    return apply_init(model, init, data=init_data)
+
+
+def cnn(
+    in_channels: int,
+    image_size: int | Sequence[int],
+    channels: Sequence[int],
+    classes: int,
+    activation: str = "relu",
+    init: str = "he",
+    batch_norm: bool = False,
+    dropout: float = 0.0,
+    kernel_size: int = 3,
+    activation_kwargs: dict | None = None,
+    init_data: Tensor | None = None,
+) -> nn.Sequential:
+    """A conv net: per entry of `channels`, Conv (same padding) [-> BatchNorm2d] -> act
+    [-> Dropout] -> 2x2 max-pool (while the image is at least 2x2), then Flatten and a Linear
+    to `classes` logits. Options as in `mlp`."""
+    activation_kwargs = activation_kwargs or {}
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    _check_widths([in_channels, height, width, *channels, classes], "channels, sizes and classes")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd to keep the image size, got {kernel_size}")
+    k = _pieces(activation, activation_kwargs)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    channels_in = in_channels
+    for i, out in enumerate(channels, start=1):
+        layers[f"conv{i}"] = nn.Conv2d(
+            channels_in, out * k, kernel_size, padding=kernel_size // 2, bias=not batch_norm
+        )
+        if batch_norm:
+            layers[f"bn{i}"] = nn.BatchNorm2d(out * k)
+        layers[f"{activation}{i}"] = _activation(activation, out, activation_kwargs)
+        if dropout:
+            layers[f"dropout{i}"] = nn.Dropout(dropout)
+        if height >= 2 and width >= 2:
+            layers[f"pool{i}"] = nn.MaxPool2d(2)
+            height, width = height // 2, width // 2
+        channels_in = out
+    layers["flatten"] = nn.Flatten()
+    layers["logits"] = nn.Linear(channels_in * height * width, classes)
+    model = nn.Sequential(layers)
+    return apply_init(model, init, data=init_data)
