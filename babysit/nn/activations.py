@@ -148,8 +148,10 @@ def _info(name: str, **kw) -> ActivationInfo:
         return ActivationInfo(name, (-math.inf, math.inf), False, "none", False, gain)
     if name == "elu":
         alpha = kw.get("alpha", 1.0)
-        gain = _ELU_GAIN if alpha == 1.0 else second_moment_gain(
-            lambda z: nn.functional.elu(z, alpha=alpha)
+        gain = (
+            _ELU_GAIN
+            if alpha == 1.0
+            else second_moment_gain(lambda z: nn.functional.elu(z, alpha=alpha))
         )
         # ELU's outputs have mean closer to zero than ReLU's (Clevert et al., ICLR 2016), but
         # not zero: we do not call it zero-centred.
@@ -168,9 +170,7 @@ def _info(name: str, **kw) -> ActivationInfo:
     if name == "softmax":
         # Only ever an output: the checkup flags it before a cross-entropy loss.
         return ActivationInfo(name, (0.0, 1.0), False, "both", False, 1.0)
-    raise ValueError(
-        f"unknown activation {name!r}; choose one of {', '.join(sorted(ACTIVATIONS))}"
-    )
+    raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(sorted(ACTIVATIONS))}")
 
 
 def _prelu(num_parameters: int = 1, init: float = 0.25) -> nn.Module:

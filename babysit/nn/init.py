@@ -56,7 +56,9 @@ LSUV_MAX_ITERATIONS = 20
 def fans(weight: Tensor) -> tuple[int, int]:
     """(fan_in, fan_out) of a Linear (out, in) or Conv (out, in/groups, *kernel) weight."""
     if weight.dim() < 2:
-        raise ValueError(f"fan_in/fan_out need a weight with >= 2 dims, got shape {tuple(weight.shape)}")
+        raise ValueError(
+            f"fan_in/fan_out need a weight with >= 2 dims, got shape {tuple(weight.shape)}"
+        )
     receptive_field = math.prod(weight.shape[2:])
     return weight.shape[1] * receptive_field, weight.shape[0] * receptive_field
 
@@ -76,7 +78,10 @@ def large_(weight: Tensor, std: float = 1.0, generator: torch.Generator | None =
 
 
 def xavier_normal_(
-    weight: Tensor, gain: float = 1.0, mode: str = "fan_in", generator: torch.Generator | None = None
+    weight: Tensor,
+    gain: float = 1.0,
+    mode: str = "fan_in",
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """Xavier/Glorot normal (Glorot & Bengio, AISTATS 2010).
 
@@ -121,7 +126,9 @@ def he_normal_(
     return nn.init.normal_(weight, 0.0, gain / math.sqrt(fan), generator=generator)
 
 
-def orthogonal_(weight: Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> Tensor:
+def orthogonal_(
+    weight: Tensor, gain: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
     """A (semi-)orthogonal matrix times gain (Saxe, McClelland & Ganguli, ICLR 2014).
 
     All singular values equal gain, so a deep linear net neither shrinks nor grows any
@@ -255,7 +262,9 @@ def _batch_of(data) -> Tensor:
         return data[0]
     if isinstance(data, torch.utils.data.TensorDataset):
         return data.tensors[0][:512]
-    raise TypeError(f"LSUV needs a batch of inputs (a tensor or an (x, y) pair), got {type(data).__name__}")
+    raise TypeError(
+        f"LSUV needs a batch of inputs (a tensor or an (x, y) pair), got {type(data).__name__}"
+    )
 
 
 def apply_init(

@@ -1,1 +1,27 @@
-"""babysit.train"""
+"""Training: a small loop with callbacks, and the Monitor that watches any loop."""
+
+from babysit.train.callbacks import LOSS_ABORT_FACTOR, Callback, LossAbort
+from babysit.train.loop import (
+    OPTIMIZERS,
+    History,
+    TrainState,
+    accuracy,
+    default_device,
+    evaluate,
+    fit,
+    make_optimizer,
+)
+
+__all__ = [
+    "LOSS_ABORT_FACTOR",
+    "OPTIMIZERS",
+    "Callback",
+    "History",
+    "LossAbort",
+    "TrainState",
+    "accuracy",
+    "default_device",
+    "evaluate",
+    "fit",
+    "make_optimizer",
+]

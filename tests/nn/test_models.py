@@ -1,0 +1,81 @@
+import pytest
+import torch
+from torch import nn
+
+from babysit.nn import Maxout, cnn, mlp
+
+
+def test_mlp_layout_and_shapes():
+    model = mlp((1, 8, 8), [100, 50], 10, activation="tanh")
+    assert [type(m) for m in model] == [
+        nn.Flatten,
+        nn.Linear,
+        nn.Tanh,
+        nn.Linear,
+        nn.Tanh,
+        nn.Linear,
+    ]
+    assert model(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+
+
+def test_batch_norm_sits_between_linear_and_activation():
+    model = mlp(64, [32], 10, batch_norm=True, dropout=0.5)
+    names = list(dict(model.named_children()))
+    assert names == ["flatten", "fc1", "bn1", "relu1", "dropout1", "logits"]
+    assert model.fc1.bias is None  # BatchNorm's shift makes it redundant
+
+
+def test_batch_norm_uses_running_averages_in_eval_mode():
+    torch.manual_seed(0)
+    model = mlp(4, [8], 2, batch_norm=True)
+    x = torch.randn(256, 4) * 3 + 2
+    model.train()
+    for _ in range(200):
+        model(x)  # running statistics converge to the batch's
+    model.eval()
+    single = model(x[:1])
+    batch = model(x)[:1]
+    torch.testing.assert_close(single, batch)  # eval: no dependence on the rest of the batch
+    pre = model.fc1(x)
+    torch.testing.assert_close(model.bn1.running_mean, pre.mean(0), rtol=1e-3, atol=1e-3)
+
+
+def test_lecture_ten_layer_tanh_net_with_small_init():
+    torch.manual_seed(0)
+    model = mlp(500, [500] * 10, 10, activation="tanh", init="small")
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    assert len(linears) == 11
+    assert all(abs(m.weight.std().item() - 0.01) < 0.0005 for m in linears)
+
+
+def test_maxout_builder_widens_the_layer_k_times():
+    plain = mlp(20, [30], 5, activation="relu")
+    maxout = mlp(20, [30], 5, activation="maxout", activation_kwargs={"k": 3})
+    assert maxout.fc1.out_features == 90 and isinstance(maxout.maxout1, Maxout)
+    n_plain = sum(p.numel() for p in plain.fc1.parameters())
+    n_maxout = sum(p.numel() for p in maxout.fc1.parameters())
+    assert n_maxout == 3 * n_plain
+    assert maxout(torch.randn(2, 20)).shape == (2, 5)
+
+
+def test_prelu_per_channel():
+    model = cnn(3, 16, [8, 4], 10, activation="prelu", activation_kwargs={"per_channel": True})
+    assert model.prelu1.weight.shape == (8,) and model.prelu2.weight.shape == (4,)
+
+
+@pytest.mark.parametrize("size", [8, 32, (12, 9)])
+def test_cnn_pools_while_it_can_and_ends_in_logits(size):
+    model = cnn(3, size, [4, 8, 8], 7, batch_norm=True)
+    h, w = (size, size) if isinstance(size, int) else size
+    assert model(torch.randn(2, 3, h, w)).shape == (2, 7)
+
+
+def test_builders_validate_their_arguments():
+    with pytest.raises(ValueError, match="positive integers"):
+        mlp(64, [0], 10)
+    with pytest.raises(ValueError, match="dropout"):
+        mlp(64, [10], 10, dropout=1.0)
+    with pytest.raises(ValueError, match="odd"):
+        cnn(1, 8, [4], 10, kernel_size=2)
+    with pytest.raises(ValueError, match="unknown activation"):
+        mlp(64, [10], 10, activation="swish2")
