@@ -8,7 +8,7 @@ from babysit.nn.activations import (
     activation_info,
 )
 from babysit.nn.init import SCHEMES, apply_init, fans, lsuv_, weight_layers
-from babysit.nn.models import cnn, mlp
+from babysit.nn.models import cnn, default_model, from_spec, mlp
 
 __all__ = [
     "ACTIVATIONS",
@@ -19,6 +19,8 @@ __all__ = [
     "activation_info",
     "apply_init",
     "cnn",
+    "default_model",
+    "from_spec",
     "fans",
     "lsuv_",
     "mlp",

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from babysit.nn.activations import activation as make_activation
 from babysit.nn.init import apply_init
 
-__all__ = ["cnn", "mlp"]
+__all__ = ["cnn", "default_model", "from_spec", "mlp"]
 
 
 def _activation(name: str, width: int, kwargs: dict) -> nn.Module:
@@ -120,3 +120,66 @@ def cnn(
     layers["logits"] = nn.Linear(channels_in * height * width, classes)
     model = nn.Sequential(layers)
     return apply_init(model, init, data=init_data)
+
+
+def default_model(input_shape: Sequence[int], classes: int) -> nn.Sequential:
+    """The model `babysit doctor` and `babysit train` use when none is given: the lecture's
+    fully connected net with two hidden layers of 100 ReLU units, He init."""
+    return mlp(tuple(input_shape), [100, 100], classes, activation="relu", init="he")
+
+
+def from_spec(spec: str, input_shape: Sequence[int], classes: int) -> nn.Module:
+    """Build the model a `MODULE:FUNCTION` (or `path/to/file.py:FUNCTION`) spec names.
+
+    FUNCTION returns an nn.Module. It may take the input shape (per example, e.g. (1, 8, 8))
+    and the number of classes, by the names `input_shape` and `classes` or as its first two
+    positional parameters; or nothing at all.
+    """
+    import importlib
+    import importlib.util
+    import inspect
+    import sys
+    from pathlib import Path
+
+    from babysit.errors import UsageError
+
+    module_name, sep, function_name = spec.rpartition(":")
+    if not sep or not module_name or not function_name:
+        raise UsageError(
+            f"model spec must look like MODULE:FUNCTION or FILE.py:FUNCTION, got {spec!r}"
+        )
+    try:
+        if module_name.endswith(".py") or "/" in module_name:
+            path = Path(module_name)
+            if not path.is_file():
+                raise UsageError(f"model file {str(path)!r} does not exist")
+            import_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(import_spec)
+            sys.modules.setdefault(path.stem, module)
+            import_spec.loader.exec_module(module)
+        else:
+            if "" not in sys.path and "." not in sys.path:
+                sys.path.insert(0, "")  # like `python -m`: the current directory is importable
+            module = importlib.import_module(module_name)
+    except UsageError:
+        raise
+    except ImportError as e:
+        raise UsageError(f"cannot import model module {module_name!r}: {e}") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise UsageError(f"{module_name!r} has no function {function_name!r}")
+    parameters = inspect.signature(function).parameters
+    if "input_shape" in parameters or "classes" in parameters:
+        kwargs = {
+            k: v
+            for k, v in (("input_shape", tuple(input_shape)), ("classes", classes))
+            if k in parameters
+        }
+        model = function(**kwargs)
+    elif len([p for p in parameters.values() if p.default is p.empty]) >= 2:
+        model = function(tuple(input_shape), classes)
+    else:
+        model = function()
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model

@@ -51,24 +51,35 @@ class LossAbort(Callback):
         self.check_every = max(1, int(check_every))
         self.initial_loss: Tensor | None = None
         self._tripped: Tensor | None = None
+        self._window: list[Tensor] = []
 
     def on_train_begin(self, state: TrainState) -> None:
         self.initial_loss = None
         self._tripped = None
+        self._window = []
 
     def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
         loss = loss.detach()
         if self.initial_loss is None:
             self.initial_loss = loss.clone()
             self._tripped = torch.zeros((), dtype=torch.bool, device=loss.device)
-        bad = ~torch.isfinite(loss) | (loss > self.factor * self.initial_loss)
-        self._tripped |= bad
-        if state.step % self.check_every == 0 and bool(self._tripped):
-            value, first = float(loss), float(self.initial_loss)
-            if not math.isfinite(value):
-                state.stop(f"loss became {value} at step {state.step}")
-            else:
-                state.stop(
-                    f"loss {value:.4g} exceeded {self.factor:g}x the initial loss "
-                    f"{first:.4g} at step {state.step}"
-                )
+        self._tripped |= ~torch.isfinite(loss) | (loss > self.factor * self.initial_loss)
+        self._window.append(loss)
+        if state.step % self.check_every and not state.should_stop:
+            return
+        window, self._window = self._window, []
+        if not bool(self._tripped):
+            return
+        losses = torch.stack(window).tolist()
+        first = float(self.initial_loss)
+        index = next(
+            i for i, v in enumerate(losses) if not math.isfinite(v) or v > self.factor * first
+        )
+        step, value = state.step - len(losses) + 1 + index, losses[index]
+        if not math.isfinite(value):
+            state.stop(f"loss became {value} at step {step}")
+        else:
+            state.stop(
+                f"loss {value:.4g} exceeded {self.factor:g}x the initial loss {first:.4g} "
+                f"at step {step}"
+            )

@@ -117,3 +117,26 @@ def test_evaluate_restores_mode_and_reports_accuracy(blobs):
         nn.Linear(16, 1), (val[0], torch.randn(100, 1)), loss_fn=nn.functional.mse_loss
     )
     assert set(regression) == {"loss"}
+
+
+def test_loss_abort_names_the_step_that_tripped_even_when_checked_late():
+    losses = [2.0, 2.5, 7.0, 3.0, 1.0, 1.0]
+
+    abort = LossAbort(check_every=4)
+
+    class FakeState:
+        def __init__(self):
+            self.step, self.should_stop, self.reason = 0, False, None
+
+        def stop(self, reason):
+            self.should_stop, self.reason = True, reason
+
+    state = FakeState()
+    abort.on_train_begin(state)
+    for value in losses:
+        state.step += 1
+        abort.on_batch_end(state, torch.tensor(value))
+        if state.should_stop:
+            break
+    assert state.step == 4  # read back at the 4th step only
+    assert state.reason == "loss 7 exceeded 3x the initial loss 2 at step 3"

@@ -1,0 +1,7 @@
+"""`python -m babysit` runs the CLI."""
+
+import sys
+
+from babysit.cli import main
+
+sys.exit(main())
