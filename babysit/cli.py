@@ -141,6 +141,15 @@ def _preprocessed(splits, preprocess: str | None):
     return apply(train_set), apply(val_set)
 
 
+# [doctor command: added by the checkup work]
+
+# [search command: added by the search work]
+
+# [lab command: added by the lab work]
+
+# [report command: added by the checkup work]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app; input errors become one line on stderr and exit code 2."""
     try:
