@@ -26,7 +26,7 @@ from torch.utils.data import TensorDataset
 from babysit.errors import UsageError
 
 __all__ = [
-    "CONSTANT_FEATURE_RTOL",
+    "CONSTANT_FEATURE_EPSILONS",
     "WHITEN_EPS",
     "PCA",
     "MeanImage",
@@ -37,12 +37,12 @@ __all__ = [
     "Whiten",
 ]
 
-# A feature counts as constant when its std is below float32's rounding of its own mean
-# (10 machine epsilons, scikit-learn's `_handle_zeros_in_scale` bound): float32 inputs cannot
-# resolve a smaller spread. Standardize leaves such a feature unscaled (std_ = 1), as
+# A feature counts as constant when its std is below the rounding of its own mean in the
+# input's dtype, 10 machine epsilons of it (scikit-learn's `_handle_zeros_in_scale` bound): the
+# data cannot resolve a smaller spread. Standardize leaves such a feature unscaled (std_ = 1), as
 # StandardScaler does, rather than dividing by a tiny floor: a pixel that is always 0 in
 # train (digits has some) would otherwise blow up by 1/floor wherever it is not 0 in val.
-CONSTANT_FEATURE_RTOL = 10 * float(np.finfo(np.float32).eps)
+CONSTANT_FEATURE_EPSILONS = 10
 
 # Added to each eigenvalue before whitening divides by its square root, so directions of
 # (near-)zero variance are not blown up: the CS231n notes' `Xrot / np.sqrt(S + 1e-5)`. It is
@@ -78,28 +78,34 @@ class _Moments:
 
     def update(self, rows: Tensor) -> None:
         if self.count == 0:
-            # float32 products unless the data is float64; the float32 shift is exact in float64.
+            self.total = rows.new_zeros(rows.shape[1], dtype=torch.float64)
+            self.sum = torch.zeros_like(self.total)  # of the shifted rows
+            # The shift is rounded to the dtype the products are taken in (float32 unless the
+            # data is float64), so that every batch is shifted by exactly the same constant.
             self.dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
             self.shift = rows.mean(dim=0, dtype=torch.float64).to(self.dtype)
-            self.sum = torch.zeros(rows.shape[1], dtype=torch.float64, device=rows.device)
             if self.second == "diag":
-                self.squares = torch.zeros_like(self.sum)
+                self.squares = torch.zeros_like(self.total)
             elif self.second == "full":
-                self.products = self.sum.new_zeros(rows.shape[1], rows.shape[1])
-        z = rows.to(device=self.shift.device, dtype=self.dtype) - self.shift
-        self.count += len(z)
-        self.sum += z.sum(dim=0, dtype=torch.float64)
-        if self.second == "diag":
-            self.squares += z.square().sum(dim=0, dtype=torch.float64)
+                self.products = self.total.new_zeros(rows.shape[1], rows.shape[1])
+        rows = rows.to(self.total.device)
+        self.count += len(rows)
+        self.total += rows.sum(dim=0, dtype=torch.float64)
+        if self.second == "diag":  # O(N * D): float64 throughout costs little
+            z = rows.to(torch.float64) - self.shift.to(torch.float64)
+            self.sum += z.sum(dim=0)
+            self.squares += z.square().sum(dim=0)
         elif self.second == "full":
+            z = rows.to(self.dtype) - self.shift
+            self.sum += z.sum(dim=0, dtype=torch.float64)
             if z.dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
                 z = z.double()  # TF32/bf16 matmuls keep ~3 digits: too few for a covariance
-            # One BLAS call per batch, accumulated in float64: with the shift, a float32
-            # product over a batch of ~1000 rows keeps ~6 digits of each entry.
+            # O(N * D^2): one BLAS call per batch in float32, accumulated in float64. With the
+            # shift, a float32 product over ~1000 rows keeps ~6 digits of each entry.
             self.products += (z.T @ z).to(torch.float64)
 
     def mean(self) -> Tensor:
-        return self.shift.to(torch.float64) + self.sum / self.count
+        return self.total / self.count
 
     def variance(self, ddof: int) -> Tensor:
         centre = self.sum / self.count
@@ -368,7 +374,7 @@ class PerChannelMean(Transform):
 class Standardize(Transform):
     """Per feature (x - mean) / std, the population std as in sklearn's StandardScaler.
 
-    Constant features (CONSTANT_FEATURE_RTOL) are only centred: their std_ is 1.
+    Constant features (CONSTANT_FEATURE_EPSILONS) are only centred: their std_ is 1.
     """
 
     _moments = "diag"
@@ -377,7 +383,8 @@ class Standardize(Transform):
     def _learn(self, moments: _Moments, feature_shape: tuple[int, ...]) -> dict[str, Tensor]:
         mean = moments.mean()
         std = moments.variance(ddof=0).sqrt()
-        std = torch.where(std <= CONSTANT_FEATURE_RTOL * mean.abs(), torch.ones_like(std), std)
+        rounding = CONSTANT_FEATURE_EPSILONS * torch.finfo(moments.dtype).eps * mean.abs()
+        std = torch.where(std <= rounding, torch.ones_like(std), std)
         return {"mean_": mean.reshape(feature_shape), "std_": std.reshape(feature_shape)}
 
     def _forward(self, x: Tensor) -> Tensor:
