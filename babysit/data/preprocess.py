@@ -14,6 +14,7 @@ in one streaming pass, with memory O(D^2) for D features, not O(N * D).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, TypeVar
@@ -53,6 +54,16 @@ WHITEN_EPS = 1e-5
 # `fit` on one array works through it in chunks of this many rows, so that its temporaries
 # stay O(chunk * D) and the centred copy of the whole array is never made.
 _FIT_CHUNK_ROWS = 4096
+# The covariance's X^T X is taken over at least max(D, this many) buffered rows at a time:
+# each product is then one large BLAS call, and its float64 accumulation (a D x D pass over
+# memory) happens once per D rows rather than once per small batch. The buffer holds at most
+# about D x D float32, half the float64 accumulator, so memory stays O(D^2).
+_PRODUCT_MIN_ROWS = 1024
+# X^T X is symmetric, so only its upper triangle is computed, in column blocks of at least
+# this width (at most 8 blocks: 56% of the full product's flops, as a BLAS syrk would save);
+# narrower blocks would make the BLAS calls inefficient.
+_PRODUCT_MIN_BLOCK = 256
+_PRODUCT_BLOCKS = 8
 
 T = TypeVar("T", bound="Transform")
 ArrayLike = Tensor | np.ndarray
@@ -88,6 +99,8 @@ class _Moments:
                 self.squares = torch.zeros_like(self.total)
             elif self.second == "full":
                 self.products = self.total.new_zeros(rows.shape[1], rows.shape[1])
+                self.pending: list[Tensor] = []
+                self.pending_rows = 0
         rows = rows.to(self.total.device)
         self.count += len(rows)
         self.total += rows.sum(dim=0, dtype=torch.float64)
@@ -98,11 +111,25 @@ class _Moments:
         elif self.second == "full":
             z = rows.to(self.dtype) - self.shift
             self.sum += z.sum(dim=0, dtype=torch.float64)
-            if z.dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
-                z = z.double()  # TF32/bf16 matmuls keep ~3 digits: too few for a covariance
-            # O(N * D^2): one BLAS call per batch in float32, accumulated in float64. With the
-            # shift, a float32 product over ~1000 rows keeps ~6 digits of each entry.
-            self.products += (z.T @ z).to(torch.float64)
+            self.pending.append(z)
+            self.pending_rows += len(z)
+            if self.pending_rows >= max(z.shape[1], _PRODUCT_MIN_ROWS):
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        z = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
+        self.pending, self.pending_rows = [], 0
+        if z.dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+            z = z.double()  # TF32/bf16 matmuls keep ~3 digits: too few for a covariance
+        # O(N * D^2): float32 BLAS calls, accumulated in float64. With the shift, a float32
+        # product over a few thousand rows keeps ~6 digits of each entry.
+        features = z.shape[1]
+        width = max(_PRODUCT_MIN_BLOCK, -(-features // _PRODUCT_BLOCKS))
+        for start in range(0, features, width):
+            block = z[:, start : start + width].T @ z[:, start:]
+            self.products[start : start + width, start:] += block.to(torch.float64)
 
     def mean(self) -> Tensor:
         return self.total / self.count
@@ -112,9 +139,10 @@ class _Moments:
         return ((self.squares - self.count * centre.square()) / (self.count - ddof)).clamp_min(0)
 
     def covariance(self, ddof: int) -> Tensor:
+        self._flush()
         centre = self.sum / self.count
-        cov = (self.products - self.count * torch.outer(centre, centre)) / (self.count - ddof)
-        return (cov + cov.T) / 2
+        products = self.products.triu() + self.products.triu(1).T  # fill the lower triangle
+        return (products - self.count * torch.outer(centre, centre)) / (self.count - ddof)
 
 
 class Transform:
@@ -124,6 +152,7 @@ class Transform:
     _min_ndim: ClassVar[int] = 2
     _min_samples: ClassVar[int] = 1
     _state: ClassVar[tuple[str, ...]] = ()  # learnt tensors saved by state_dict
+    _inverse_takes_inputs: ClassVar[bool] = True  # False where inverse_transform takes scores
 
     # --- what each transform defines -------------------------------------------------------
 
@@ -178,7 +207,7 @@ class Transform:
                 f"{type(self).__name__}.fit needs at least {self._min_samples} examples, got "
                 f"{n_samples}: fit on the training set"
             )
-        if not bool(torch.isfinite(moments.sum).all()):  # NaN/inf reach the sums: no extra pass
+        if not bool(torch.isfinite(moments.total).all()):  # NaN/inf reach the sum: no extra pass
             raise UsageError(
                 f"{type(self).__name__}.fit got NaN or inf in its input: drop or impute those "
                 f"examples before fitting (load_data(validate=True) finds them)"
@@ -194,12 +223,12 @@ class Transform:
 
     def transform(self, X: ArrayLike) -> ArrayLike:
         """Apply the fitted transform; X keeps its type, and its dtype when floating."""
-        x, restore = self._input(X, "transform")
+        x, restore = self._input(X, "transform", check_features=True)
         return restore(self._forward(x))
 
     def inverse_transform(self, X: ArrayLike) -> ArrayLike:
         """Undo `transform` (exactly, except for the components PCA dropped)."""
-        x, restore = self._input(X, "inverse_transform")
+        x, restore = self._input(X, "inverse_transform", self._inverse_takes_inputs)
         return restore(self._backward(x))
 
     def fit_transform(self, X: ArrayLike) -> ArrayLike:
@@ -268,15 +297,18 @@ class Transform:
         if given != fitted:
             raise UsageError(
                 f"{type(self).__name__} was fitted on examples of shape {self.feature_shape_} "
-                f"({_describe(fitted)}), got shape {tuple(x.shape[1:])} ({_describe(given)}): "
-                f"transform data shaped like the data it was fitted on"
+                f"({math.prod(fitted)} features), got shape {tuple(x.shape[1:])} "
+                f"({math.prod(given)} features): transform data shaped like the data it was "
+                f"fitted on"
             )
 
-    def _input(self, X: ArrayLike, method: str) -> tuple[Tensor, Callable[[Tensor], ArrayLike]]:
+    def _input(
+        self, X: ArrayLike, method: str, check_features: bool
+    ) -> tuple[Tensor, Callable[[Tensor], ArrayLike]]:
         self._check_fitted(method)
         x = _tensor(X, self)
         self._check_ndim(x)
-        if method == "transform" or not isinstance(self, PCA | Whiten):
+        if check_features:
             self._check_features(x)
         out_dtype = x.dtype if x.is_floating_point() else torch.float32
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -289,12 +321,6 @@ class Transform:
 
     def _param(self, name: str, like: Tensor) -> Tensor:
         return getattr(self, name).to(device=like.device, dtype=like.dtype)
-
-
-def _describe(features: tuple[int, ...]) -> str:
-    if len(features) == 1:
-        return f"{features[0]} features"
-    return f"{int(np.prod(features))} features"
 
 
 def _tensor(X: object, transform: Transform) -> Tensor:
@@ -418,6 +444,7 @@ class PCA(Transform):
     _moments = "full"
     _min_samples = 2
     _state = ("mean_", "components_", "explained_variance_", "explained_variance_ratio_")
+    _inverse_takes_inputs = False
 
     def __init__(self, n_components: int | float | None = None, whiten: bool = False):
         valid_int = isinstance(n_components, int) and not isinstance(n_components, bool)
@@ -485,15 +512,17 @@ class Whiten(Transform):
 
     With U, lambda the eigenvectors and eigenvalues of the covariance (N - 1):
     kind="pca": z = diag(1 / sqrt(lambda + eps)) U^T (x - mu), shaped (N, D), components in
-    order of variance; kind="zca": U diag(1 / sqrt(lambda + eps)) U^T (x - mu), which stays
-    closest to the input (Bell & Sejnowski 1997) and keeps its shape. `eps` (WHITEN_EPS, in
-    the data's squared units) keeps near-zero-variance directions from blowing up. For a
-    reduced PCA whitening use PCA(n_components=k, whiten=True).
+    order of variance; kind="zca": U diag(1 / sqrt(lambda + eps)) U^T (x - mu) (Bell &
+    Sejnowski 1997), the whitening closest to the input in mean squared distance (Kessy, Lewin
+    & Strimmer 2018), which keeps its shape. `eps` (WHITEN_EPS, in the data's squared units)
+    keeps near-zero-variance directions from blowing up. For a reduced PCA whitening use
+    PCA(n_components=k, whiten=True).
     """
 
     _moments = "full"
     _min_samples = 2
     _state = ("mean_", "components_", "explained_variance_")
+    _inverse_takes_inputs = False
 
     def __init__(self, kind: str = "zca", eps: float = WHITEN_EPS):
         if kind not in ("pca", "zca"):
@@ -516,22 +545,24 @@ class Whiten(Transform):
         rows = self.components_
         if self.kind == "zca":
             self.whitening_matrix_ = (rows.T / self._scale) @ rows
-            self._coloring = (rows.T * self._scale) @ rows
         else:
             self.whitening_matrix_ = rows.T / self._scale
-            self._coloring = rows * self._scale[:, None]
 
     def _forward(self, x: Tensor) -> Tensor:
         z = (x.flatten(1) - self._param("mean_", x)) @ self._param("whitening_matrix_", x)
         return z.reshape(x.shape) if self.kind == "zca" else z
 
     def _backward(self, z: Tensor) -> Tensor:
-        features = int(np.prod(self.feature_shape_))
+        features = math.prod(self.feature_shape_)
         if z.flatten(1).shape[1] != features or (self.kind == "pca" and z.dim() != 2):
             expected = self.feature_shape_ if self.kind == "zca" else (features,)
             raise UsageError(
                 f"Whiten.inverse_transform needs inputs shaped (N, *{expected}), got "
                 f"{tuple(z.shape)}: pass what transform returned"
             )
-        x = z.flatten(1) @ self._param("_coloring", z) + self._param("mean_", z)
+        rows = self._param("components_", z)
+        coloring = rows * self._param("_scale", z)[:, None]  # the inverse of whitening_matrix_
+        if self.kind == "zca":
+            coloring = rows.T @ coloring
+        x = z.flatten(1) @ coloring + self._param("mean_", z)
         return x.reshape(-1, *self.feature_shape_)

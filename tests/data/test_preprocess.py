@@ -182,9 +182,10 @@ def test_standardize_keeps_a_pixel_constant_in_train_finite_on_val():
 
 
 @pytest.mark.parametrize("make", TRANSFORMS)
-def test_streaming_fit_over_a_dataloader_equals_the_in_memory_fit(train, make):
-    in_memory = make().fit(train)
-    streamed = make().fit(_loader(train, batch_size=37))
+def test_streaming_fit_over_a_dataloader_equals_the_in_memory_fit(make):
+    data = _correlated(2500, 12, seed=2)  # several flushes of the buffered X^T X products
+    in_memory = make().fit(data)
+    streamed = make().fit(_loader(data, batch_size=37))
     for name, value in in_memory.state_dict()["state"].items():
         np.testing.assert_allclose(
             streamed.state_dict()["state"][name].numpy(), value.numpy(), rtol=1e-10, atol=1e-10
@@ -334,11 +335,16 @@ def test_pca_more_components_than_data_allows_is_refused(train):
         PCA(5).fit(train[:4])
 
 
-def test_fit_on_nan_or_one_dimensional_data_is_refused(train):
-    bad = train.copy()
-    bad[5, 2] = np.nan
+@pytest.mark.parametrize("make", [*TRANSFORMS, PerChannelMean])
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_fit_on_nan_or_inf_is_refused(train, make, value):
+    bad = train.copy().reshape(600, 3, 4)
+    bad[5, 2, 1] = value
     with pytest.raises(UsageError, match="NaN or inf"):
-        Whiten().fit(bad)
+        make().fit(bad)
+
+
+def test_fit_on_too_little_or_one_dimensional_data_is_refused(train):
     with pytest.raises(UsageError, match=r"got shape \(600,\)"):
         MeanImage().fit(train[:, 0])
     with pytest.raises(UsageError, match="at least 2 examples, got 1"):
