@@ -11,6 +11,7 @@ from babysit.train.loop import (
     fit,
     make_optimizer,
 )
+from babysit.train.monitor import Monitor, TrainingStopped, load_history
 
 __all__ = [
     "LOSS_ABORT_FACTOR",
@@ -18,10 +19,13 @@ __all__ = [
     "Callback",
     "History",
     "LossAbort",
+    "Monitor",
     "TrainState",
+    "TrainingStopped",
     "accuracy",
     "default_device",
     "evaluate",
     "fit",
+    "load_history",
     "make_optimizer",
 ]
