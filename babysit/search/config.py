@@ -1,0 +1,196 @@
+"""Search configs in TOML or YAML: read, validate every field, and say what is wrong in one line.
+
+    study = "digits-mlp"          # optional; default: the file's name
+    data = "digits"               # any load_data spec
+    preprocess = "standardize"    # optional: standardize, mean_image, per_channel_mean, zca, pca
+    model = "mlp"                 # mlp, cnn, or MODULE:FUNCTION
+    seed = 0
+
+    [fixed]                       # hyperparameters held fixed (defaults otherwise)
+    optimizer = "momentum"
+
+    [space]                       # hyperparameters searched
+    lr = { low = 1e-6, high = 10 }            # log-uniform by default (lr, weight_decay)
+    weight_decay = { low = 1e-6, high = 1 }
+    width = { low = 16, high = 512, log = true }
+    activation = ["relu", "tanh"]
+
+    [narrowing]                   # optional: top, top_min, pad, edge, widen
+    widen = false
+
+    [[stages]]
+    trials = 40
+    epochs = 1
+
+See docs/search.md for every key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from babysit.errors import ConfigError
+from babysit.search.objective import PREPROCESSING, check_hyperparameters
+from babysit.search.plan import Plan
+from babysit.search.space import LOG_BY_DEFAULT, Narrowing, parse_space, with_limits
+from babysit.search.stages import DEFAULT_STAGES, check_stages
+from babysit.train.callbacks import LOSS_ABORT_FACTOR
+
+__all__ = ["SearchConfig", "load_config", "parse_config"]
+
+_TOP_KEYS = {
+    "study",
+    "data",
+    "preprocess",
+    "model",
+    "seed",
+    "loss_ratio",
+    "fixed",
+    "space",
+    "stages",
+    "narrowing",
+}
+_NARROWING_KEYS = {
+    "top": "top_fraction",
+    "top_min": "top_min",
+    "pad": "pad",
+    "edge": "edge",
+    "widen": "widen",
+}
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A validated config: the study name, the objective's settings and the plan."""
+
+    study: str
+    data: str
+    preprocess: str | None
+    model: str
+    fixed: dict[str, Any]
+    plan: Plan
+    path: Path | None = None
+
+    def objective(self):
+        """The ModelObjective this config describes (loads the data)."""
+        from babysit.search.objective import ModelObjective
+
+        return ModelObjective(self.data, self.model, self.fixed, self.preprocess, self.plan.seed)
+
+
+def load_config(path: str | Path) -> SearchConfig:
+    """Read a .toml, .yaml or .yml search config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"search config {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    if suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            try:
+                import tomli as tomllib
+            except ImportError:
+                raise ConfigError(
+                    "TOML configs need Python 3.11+ or `pip install tomli`; or write it in YAML"
+                ) from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: malformed TOML: {e}") from None
+    elif suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            message = " ".join(str(e).split())
+            raise ConfigError(f"{path}: malformed YAML: {message}") from None
+    else:
+        raise ConfigError(f"search config {str(path)!r} must end in .toml, .yaml or .yml")
+    try:
+        return parse_config(raw, default_study=path.stem, path=path)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def parse_config(
+    raw: Any, default_study: str = "babysit", path: Path | None = None
+) -> SearchConfig:
+    """A SearchConfig from plain data (what TOML/YAML give)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"a search config is a table of keys, got {type(raw).__name__}")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(
+            f"unknown key {sorted(unknown)[0]!r}; the keys are {', '.join(sorted(_TOP_KEYS))}"
+        )
+    study = _string(raw, "study", default_study)
+    data = _string(raw, "data", "digits")
+    model = _string(raw, "model", "mlp")
+    preprocess = raw.get("preprocess")
+    if preprocess is not None and preprocess not in PREPROCESSING:
+        raise ConfigError(
+            f"unknown preprocess {preprocess!r}; choose one of {', '.join(PREPROCESSING)}"
+        )
+    fixed = raw.get("fixed", {})
+    if not isinstance(fixed, Mapping):
+        raise ConfigError(f"[fixed] must be a table of name = value, got {fixed!r}")
+    if "space" not in raw:
+        raise ConfigError(
+            f"no [space]: name the hyperparameters to search, e.g. lr = {{low = 1e-6, high = 10}}"
+            f" (log-uniform by default for {' and '.join(LOG_BY_DEFAULT)})"
+        )
+    space = parse_space(raw["space"])
+    both = sorted(set(fixed) & set(space))
+    if both:
+        raise ConfigError(f"{both[0]} is both in [fixed] and in [space]; keep one")
+    known = check_hyperparameters(model, fixed, space)
+    numeric = {n: (h.limits, h.open_limits) for n, h in known.items() if h.kind in ("float", "int")}
+    space = with_limits(space, numeric)
+    stages = tuple(check_stages(raw["stages"])) if "stages" in raw else DEFAULT_STAGES
+    narrowing = _narrowing(raw.get("narrowing", {}))
+    seed = raw.get("seed", 0)
+    loss_ratio = raw.get("loss_ratio", LOSS_ABORT_FACTOR)
+    plan = Plan(
+        space=space,
+        stages=stages,
+        narrowing=narrowing,
+        seed=seed,
+        loss_ratio=loss_ratio,
+        objective={"data": data, "preprocess": preprocess, "model": model, "fixed": dict(fixed)},
+    )
+    return SearchConfig(study, data, preprocess, model, dict(fixed), plan, path)
+
+
+def _string(raw: Mapping[str, Any], key: str, default: str) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _narrowing(raw: Any) -> Narrowing:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[narrowing] must be a table, got {raw!r}")
+    unknown = set(raw) - set(_NARROWING_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"[narrowing]: unknown key {sorted(unknown)[0]!r}; use {', '.join(_NARROWING_KEYS)}"
+        )
+    defaults = {f.name: f.default for f in fields(Narrowing)}
+    values = {field: raw.get(key, defaults[field]) for key, field in _NARROWING_KEYS.items()}
+    if not isinstance(values["widen"], bool):
+        raise ConfigError(f"[narrowing] widen must be true or false, got {values['widen']!r}")
+    for key in ("top_fraction", "pad", "edge"):
+        if isinstance(values[key], bool) or not isinstance(values[key], int | float):
+            raise ConfigError(
+                f"[narrowing] {key.split('_')[0]} must be a number, got {values[key]!r}"
+            )
+    if isinstance(values["top_min"], bool) or not isinstance(values["top_min"], int):
+        raise ConfigError(f"[narrowing] top_min must be an integer, got {values['top_min']!r}")
+    return Narrowing(**values)

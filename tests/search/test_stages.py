@@ -1,0 +1,102 @@
+import pytest
+from optuna.trial import TrialState, create_trial
+
+from babysit.errors import ConfigError
+from babysit.search.pruner import STAGE_ATTR
+from babysit.search.space import Float, Narrowing, narrow
+from babysit.search.stages import (
+    DEFAULT_STAGES,
+    Stage,
+    check_stages,
+    current_stage,
+    ranked,
+    stage_spaces,
+)
+
+
+def _trial(number, stage, state, value=None, lr=None):
+    trial = create_trial(
+        state=state,
+        value=value,
+        params={} if lr is None else {"lr": lr},
+        distributions={} if lr is None else {"lr": Float(1e-6, 10.0, log=True).distribution()},
+        user_attrs={STAGE_ATTR: stage},
+    )
+    trial.number = number
+    return trial
+
+
+def test_the_default_stages_follow_the_notes_coarse_to_fine_to_long():
+    assert [s.epochs for s in DEFAULT_STAGES] == [1, 5, 20]
+    assert [s.trials for s in DEFAULT_STAGES] == sorted((s.trials for s in DEFAULT_STAGES), reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"trials": 0, "epochs": 1}, "trials >= 1"),
+        ({"trials": 3}, "exactly one budget"),
+        ({"trials": 3, "epochs": 1, "steps": 10}, "exactly one budget"),
+        ({"trials": 3, "epochs": 0}, "epochs must be an integer >= 1"),
+        ({"trials": 3, "epochs": 1.5}, "epochs must be an integer >= 1"),
+        ({"trials": 3, "epochs": 1, "pruner": "asha"}, "unknown pruner"),
+        ({"trials": 3, "epochs": 1, "budget": 2}, "unknown key 'budget'"),
+        ({"epochs": 1}, "needs a number of trials"),
+    ],
+)
+def test_bad_stages_name_the_stage_and_the_problem(table, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        check_stages([{"trials": 5, "epochs": 1}, table])
+    assert str(info.value).startswith("stage 2")
+
+
+def test_stages_must_be_a_non_empty_list():
+    for bad in ([], {"trials": 3}, "coarse"):
+        with pytest.raises(ConfigError, match="non-empty list"):
+            check_stages(bad)
+
+
+def test_the_current_stage_is_the_lowest_with_trials_waiting_or_running():
+    trials = [
+        _trial(0, 0, TrialState.COMPLETE, 0.5, 1e-3),
+        _trial(1, 0, TrialState.RUNNING),
+        _trial(2, 1, TrialState.WAITING),
+    ]
+    assert current_stage(trials) == 0
+    trials[1] = _trial(1, 0, TrialState.PRUNED)
+    assert current_stage(trials) == 1
+    trials[2] = _trial(2, 1, TrialState.FAIL)
+    assert current_stage(trials) is None
+
+
+def test_ranked_orders_completed_trials_best_first_and_breaks_ties_by_number():
+    trials = [
+        _trial(0, 0, TrialState.COMPLETE, 0.7, 1e-3),
+        _trial(1, 0, TrialState.COMPLETE, 0.9, 1e-2),
+        _trial(2, 0, TrialState.PRUNED),
+        _trial(3, 0, TrialState.COMPLETE, 0.9, 1e-1),
+        _trial(4, 1, TrialState.COMPLETE, 0.99, 1e-1),
+    ]
+    assert [t.number for t in ranked(trials, 0)] == [1, 3, 0]
+    assert [t.number for t in ranked(trials, 0, maximize=False)] == [0, 1, 3]
+
+
+def test_stage_spaces_chain_the_narrowing_stage_by_stage():
+    space = {"lr": Float(1e-6, 10.0, log=True)}
+    trials = [_trial(i, 0, TrialState.COMPLETE, v, lr) for i, (v, lr) in enumerate(
+        [(0.9, 1e-2), (0.8, 3e-2), (0.7, 1e-3), (0.1, 1e-6), (0.2, 5.0)]
+    )]
+    trials += [_trial(10 + i, 1, TrialState.COMPLETE, v, lr) for i, (v, lr) in enumerate(
+        [(0.95, 2e-2), (0.93, 1e-2), (0.9, 5e-3)]
+    )]
+    spaces, warnings = stage_spaces(space, trials, 2, Narrowing())
+    expected_1, _ = narrow(space, space, [{"lr": lr} for lr in (1e-2, 3e-2, 1e-3, 5.0, 1e-6)])
+    expected_2, _ = narrow(expected_1, space, [{"lr": lr} for lr in (2e-2, 1e-2, 5e-3)])
+    assert spaces == [space, expected_1, expected_2]
+    assert len(warnings) == 3 and warnings[2] == []  # stage 3 has no trial yet
+
+
+def test_a_stage_budget_reads_as_words():
+    assert Stage(3, epochs=1).budget == "1 epoch"
+    assert Stage(3, epochs=5).budget == "5 epochs"
+    assert Stage(3, steps=200).budget == "200 steps"

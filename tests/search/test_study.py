@@ -1,0 +1,232 @@
+"""The staged search through its Python API, with objectives that need no training."""
+
+import math
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from babysit.errors import UsageError
+from babysit.search import Stage, search
+from babysit.search.space import Narrowing, narrow, parse_space
+from babysit.search.stages import ranked
+from babysit.search.storage import StudyLock, resolve_storage
+from babysit.search.study import STEPS_ATTR, load_result
+
+SPACE = {"lr": (1e-6, 10.0), "weight_decay": (1e-6, 1.0)}
+
+
+def peaked(trial):
+    """A smooth 'accuracy' with its optimum at lr = 1e-2, flat in weight decay."""
+    return math.exp(-((math.log10(trial.params["lr"]) + 2) ** 2) / 4)
+
+
+def rising(trial):
+    """Accuracy that keeps improving with lr: the best lies beyond the range."""
+    return math.log10(trial.params["lr"]) + 7
+
+
+def _url(tmp_path, name="study.db"):
+    return f"sqlite:///{tmp_path / name}"
+
+
+def test_each_stage_runs_its_trials_from_the_ranges_narrowed_on_the_stage_before(tmp_path):
+    stages = [Stage(12, epochs=1), Stage(6, epochs=2), Stage(3, epochs=3)]
+    result = search(peaked, SPACE, stages, storage=_url(tmp_path), study_name="peak")
+    trials = result.trials
+    assert [s.complete for s in result.stages] == [12, 6, 3]
+    by_stage = [[t for t in trials if t.user_attrs["stage"] == i] for i in range(3)]
+    for earlier, later in zip(by_stage, by_stage[1:], strict=False):
+        assert max(t.datetime_complete for t in earlier) <= min(t.datetime_start for t in later)
+    # Independent re-computation of each stage's ranges with `narrow`.
+    space = parse_space({"lr": {"low": 1e-6, "high": 10.0}, "weight_decay": {"low": 1e-6, "high": 1.0}})
+    expected = space
+    for stage in (1, 2):
+        best_first = [t.params for t in ranked(trials, stage - 1)]
+        expected, _ = narrow(expected, space, best_first, Narrowing())
+        assert result.stages[stage].space == expected
+        for t in by_stage[stage]:
+            assert expected["lr"].low <= t.params["lr"] <= expected["lr"].high
+            assert t.distributions["lr"].low == pytest.approx(expected["lr"].low)
+    # Coarse to fine: the final range is less than half as wide, centred within half a
+    # decade of the optimum lr = 1e-2.
+    final = result.stages[2].space["lr"]
+    assert math.log10(final.high / final.low) < 7 / 2
+    assert abs(math.log10(final.low * final.high) / 2 + 2) < 0.5
+    assert result.best_trial.user_attrs["stage"] in (1, 2)
+    assert result.study.user_attrs["babysit:ranges:2"]["lr"]["low"] == pytest.approx(final.low)
+
+
+def test_a_best_value_at_the_edge_of_its_range_gives_a_boundary_warning(tmp_path):
+    result = search(rising, SPACE, [Stage(15, epochs=1)], storage=_url(tmp_path))
+    (stage, warning), *_ = result.warnings
+    assert (stage, warning.param, warning.side) == (0, "lr", "high")
+    assert "widen the range upwards" in warning.message
+    assert result.final_warnings == [warning]
+
+
+def test_auto_widen_lets_the_next_stage_sample_beyond_the_original_range(tmp_path):
+    stages = [Stage(15, epochs=1), Stage(8, epochs=1)]
+    result = search(
+        rising, SPACE, stages, storage=_url(tmp_path), narrowing=Narrowing(widen=True)
+    )
+    assert result.stages[1].space["lr"].high > 10.0
+    assert max(t.params["lr"] for t in result.trials) > 10.0
+
+
+def diverging_at(step):
+    """An objective whose loss is steady, then jumps past 3x the first loss at `step`."""
+
+    def objective(trial):
+        for s in range(1, 1000):
+            trial.check_loss(2.3 if s < step else 7.0)
+        return 0.5
+
+    return objective
+
+
+def test_a_diverging_trial_is_pruned_with_its_reason_and_costs_only_the_steps_it_took(tmp_path):
+    result = search(diverging_at(17), SPACE, [Stage(2, epochs=1)], storage=_url(tmp_path))
+    for trial in result.trials:
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs[STEPS_ATTR] == 17
+        reason = trial.user_attrs["prune_reason"]
+        assert reason == "loss 7 exceeded 3x the initial loss 2.3 at step 17"
+    assert result.stages[0].prune_reasons == {"diverged": 2}
+    assert result.best_trial is None
+
+
+def test_a_nan_loss_or_a_nan_objective_is_pruned_not_crashed(tmp_path):
+    def nan_loss(trial):
+        trial.check_loss(2.0)
+        trial.check_loss(float("nan"))
+        return 1.0
+
+    result = search(nan_loss, SPACE, [Stage(1, epochs=1)], storage=_url(tmp_path, "a.db"))
+    assert result.trials[0].user_attrs["prune_reason"] == "loss became nan at step 2"
+    result = search(lambda t: float("nan"), SPACE, [Stage(1, epochs=1)], storage=_url(tmp_path, "b.db"))
+    assert result.trials[0].state == TrialState.PRUNED
+    assert result.trials[0].user_attrs["prune_reason"] == "objective returned nan"
+
+
+def _snapshot(url, name):
+    study = optuna.load_study(study_name=name, storage=url)
+    return study.user_attrs, [(t.number, t.state, t.params, t.value) for t in study.trials]
+
+
+def test_an_existing_study_is_refused_without_resume_and_left_untouched(tmp_path):
+    url = _url(tmp_path)
+    search(peaked, SPACE, [Stage(3, epochs=1)], storage=url, study_name="s")
+    before = _snapshot(url, "s")
+    with pytest.raises(UsageError, match="already exists .*pass --resume"):
+        search(peaked, SPACE, [Stage(3, epochs=1)], storage=url, study_name="s")
+    with pytest.raises(UsageError, match="another config .*differs in stages"):
+        search(peaked, SPACE, [Stage(4, epochs=1)], storage=url, study_name="s", resume=True)
+    with pytest.raises(UsageError, match="differs in space.lr"):
+        space = {**SPACE, "lr": (1e-5, 1.0)}
+        search(peaked, space, [Stage(3, epochs=1)], storage=url, study_name="s", resume=True)
+    assert _snapshot(url, "s") == before
+
+
+def test_a_trial_that_raises_is_queued_again_with_its_parameters_and_resume_finishes(tmp_path):
+    url = _url(tmp_path)
+    calls = []
+
+    def flaky(trial):
+        calls.append(trial.number)
+        if len(calls) == 4:
+            raise RuntimeError("out of memory")
+        return peaked(trial)
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        search(flaky, SPACE, [Stage(6, epochs=1)], storage=url, study_name="f")
+    study = optuna.load_study(study_name="f", storage=url)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(failed) == 1
+    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
+    assert retry[0].params == failed[0].params and retry[0].user_attrs["stage"] == 0
+    done_before = {t.number: t.params for t in study.trials if t.state == TrialState.COMPLETE}
+
+    result = search(flaky, SPACE, [Stage(6, epochs=1)], storage=url, study_name="f", resume=True)
+    assert result.stages[0].complete == 6 and result.stages[0].failed == 0
+    after = {t.number: t.params for t in result.trials if t.state == TrialState.COMPLETE}
+    assert done_before.items() <= after.items()
+    assert result.trials[retry[0].number].params == failed[0].params
+
+
+def test_ctrl_c_keeps_every_completed_trial_and_resume_completes_the_budget(tmp_path):
+    url = _url(tmp_path)
+
+    def interrupted(trial):
+        if trial.number == 5:  # the retry runs under another number
+            raise KeyboardInterrupt
+        return peaked(trial)
+
+    stages = [Stage(6, epochs=1), Stage(3, epochs=1)]
+    with pytest.raises(KeyboardInterrupt):
+        search(interrupted, SPACE, stages, storage=url, study_name="k")
+    study = optuna.load_study(study_name="k", storage=url)
+    done = {t.number: (t.params, t.value) for t in study.trials if t.state == TrialState.COMPLETE}
+    assert len(done) == 5
+    result = search(interrupted, SPACE, stages, storage=url, study_name="k", resume=True)
+    assert [s.complete for s in result.stages] == [6, 3]
+    for number, (params, value) in done.items():
+        assert (result.trials[number].params, result.trials[number].value) == (params, value)
+
+
+def test_resume_recovers_a_trial_left_running_by_a_killed_process(tmp_path):
+    url = _url(tmp_path)
+    search(peaked, SPACE, [Stage(3, epochs=1)], storage=url, study_name="o")
+    # A process that claimed a queued trial, sampled its parameters, then died (kill -9).
+    study = optuna.load_study(study_name="o", storage=url)
+    study.enqueue_trial({"lr": 0.1, "weight_decay": 0.01}, user_attrs={"stage": 0})
+    orphan = study.ask()
+    orphan.suggest_float("lr", 1e-6, 10.0, log=True)
+    assert study.trials[orphan.number].state == TrialState.RUNNING
+    result = load_result(study)
+    assert result.stages[0].pending == 1
+    from babysit.search.study import recover
+
+    assert recover(study, resolve_storage(url, tmp_path)) == [orphan.number]
+    trials = study.get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert trials[-1].state == TrialState.WAITING and trials[-1].params["lr"] == 0.1
+    assert recover(study, resolve_storage(url, tmp_path)) == []  # nothing twice
+
+
+def test_a_study_file_in_use_by_another_run_is_refused(tmp_path):
+    url = _url(tmp_path)
+    with StudyLock(resolve_storage(url, tmp_path)).acquire(exclusive=True):
+        with pytest.raises(UsageError, match="in use by another babysit search"):
+            search(peaked, SPACE, [Stage(2, epochs=1)], storage=url)
+    search(peaked, SPACE, [Stage(2, epochs=1)], storage=url)  # free again
+
+
+def test_a_long_stage_median_pruner_stops_laggards_with_a_reason(tmp_path):
+    def curves(trial):
+        quality = peaked(trial)
+        for epoch in range(1, trial.epochs + 1):
+            trial.report(quality * epoch / trial.epochs, epoch)
+        return quality
+
+    stages = [Stage(16, epochs=4, pruner="median")]
+    result = search(curves, SPACE, stages, storage=_url(tmp_path))
+    pruned = [t for t in result.trials if t.state == TrialState.PRUNED]
+    assert pruned, "the median pruner stopped nobody"
+    for trial in pruned:
+        assert trial.user_attrs["prune_reason"].startswith("median: val_accuracy")
+        assert trial.last_step < 4
+
+
+def test_categorical_narrowing_restricts_what_later_stages_sample(tmp_path):
+    space = {"lr": (1e-4, 1.0), "act": ["relu", "tanh", "elu", "gelu"]}
+
+    def likes_relu(trial):
+        return (1.0 if trial.params["act"] == "relu" else 0.0) + 0.01 * trial.params["lr"]
+
+    stages = [Stage(12, epochs=1), Stage(8, epochs=1)]
+    result = search(likes_relu, space, stages, storage=_url(tmp_path))
+    kept = result.stages[1].space["act"].kept
+    assert "relu" in kept and len(kept) < 4
+    assert {t.params["act"] for t in result.trials if t.user_attrs["stage"] == 1} <= set(kept)
