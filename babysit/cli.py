@@ -77,38 +77,131 @@ def train(
     weight_decay: Annotated[float, typer.Option(help="L2 regularization strength.")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     preprocess: Annotated[
-        str | None,
+        str,
         typer.Option(
             help="Fit a transform on the training set and apply it to both splits: "
-            "standardize, mean_image, per_channel_mean, zca or pca."
+            "standardize, mean_image, per_channel_mean, zca, pca, or none (raw inputs: "
+            "digits' 0..16 pixels make the default learning rate diverge)."
+        ),
+    ] = "standardize",
+    seed: SeedOption = 0,
+    monitor_every: Annotated[
+        int | None,
+        typer.Option(
+            "--monitor-every",
+            min=0,
+            help="Probe every N steps: per-layer activation and gradient statistics and "
+            "update/weight ratios (default: the Monitor's, every 10th step). 0 turns the "
+            "Monitor off; the NaN and 3x-loss guards run either way.",
         ),
     ] = None,
-    seed: SeedOption = 0,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--out",
+            help="Directory to write history.jsonl (the Monitor's records, one per step) "
+            "and metrics.json (per-epoch metrics, stop reason, alerts, settings) into.",
+        ),
+    ] = None,
+    tensorboard: Annotated[
+        str | None,
+        typer.Option("--tensorboard", help="Also write TensorBoard event files to this directory."),
+    ] = None,
 ) -> None:
-    """Train a model with babysit's loop, with progress bars and a summary table."""
+    """Train a model with babysit's loop under the Monitor, with progress bars and a summary
+    table. A NaN/inf loss or a loss above 3x the first one stops the run with exit code 1."""
+    from pathlib import Path
+
+    import torch
+
     from babysit.data import load_data
     from babysit.report.terminal import TrainProgress, history_table
-    from babysit.train import LossAbort, fit
+    from babysit.train import LossAbort, Monitor, fit
 
+    out_dir = Path(out) if out is not None else None
+    for flag, folder in (("--out", out_dir), ("--tensorboard", tensorboard)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise UsageError(f"{flag} {str(folder)!r} is a file, not a directory; give a directory")
+    if monitor_every == 0 and tensorboard is not None:
+        raise UsageError("--tensorboard writes the Monitor's records; drop --monitor-every 0")
     splits = load_data(data, seed=seed)
-    train_set, val_set = _preprocessed(splits, preprocess)
+    train_set, val_set = _preprocessed(splits, None if preprocess == "none" else preprocess)
+    torch.manual_seed(seed)  # the model's initial weights, so that --seed repeats the run
     net = _model(model, splits.input_shape, splits.classes)
-    progress = TrainProgress(epochs)
-    history = fit(
-        net,
-        train_set,
-        val_set,
-        epochs=epochs,
-        lr=lr,
-        optimizer=optimizer,
-        weight_decay=weight_decay,
-        batch_size=batch_size,
-        seed=seed,
-        callbacks=[progress, LossAbort(check_every=10)],
-    )
+    callbacks: list = [TrainProgress(epochs)]
+    monitor = None
+    if monitor_every == 0:
+        callbacks.append(LossAbort(check_every=10))
+    else:
+        every = {} if monitor_every is None else {"every": monitor_every}
+        monitor = Monitor(net, stop_on_abort=True, log_dir=tensorboard, **every)
+        callbacks.append(monitor)
+    try:
+        history = fit(
+            net,
+            train_set,
+            val_set,
+            epochs=epochs,
+            lr=lr,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            seed=seed,
+            callbacks=callbacks,
+        )
+    finally:
+        if monitor is not None:
+            monitor.detach()  # after an interrupt too: hooks off, TensorBoard files closed
+            if out_dir is not None and monitor.steps:
+                monitor.save_jsonl(out_dir / "history.jsonl")
     history_table(history)
+    if out_dir is not None:
+        settings = dict(
+            model=model,
+            data=data,
+            epochs=epochs,
+            lr=lr,
+            optimizer=optimizer,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            preprocess=preprocess,
+            seed=seed,
+            monitor_every=None if monitor is None else monitor.every,
+            monitor_sample=None if monitor is None else monitor.sample,
+        )
+        metrics = {
+            "epochs": history.epochs,
+            "steps": len(history.step_loss),
+            "stop_reason": history.stop_reason,
+            "alerts": [] if monitor is None else monitor.alerts,
+            "settings": settings,
+        }
+        _write_json(out_dir / "metrics.json", metrics)
     if history.stopped:
+        print(f"babysit: training stopped: {history.stop_reason}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _write_json(path, value) -> None:
+    """Write `value` as strict JSON (NaN and inf as null) via a temporary file and a rename,
+    so that a crash never leaves half a file."""
+    import json
+    import math
+    import os
+
+    def finite(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [finite(x) for x in v]
+        return v
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(finite(value), indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
 
 
 def _preprocessed(splits, preprocess: str | None):
