@@ -99,8 +99,8 @@ class _Moments:
                 self.squares = torch.zeros_like(self.total)
             elif self.second == "full":
                 self.products = self.total.new_zeros(rows.shape[1], rows.shape[1])
-                self.pending: list[Tensor] = []
-                self.pending_rows = 0
+                self.buffer: Tensor | None = None  # shifted rows awaiting their product
+                self.filled = 0
         rows = rows.to(self.total.device)
         self.count += len(rows)
         self.total += rows.sum(dim=0, dtype=torch.float64)
@@ -109,18 +109,27 @@ class _Moments:
             self.sum += z.sum(dim=0)
             self.squares += z.square().sum(dim=0)
         elif self.second == "full":
-            z = rows.to(self.dtype) - self.shift
-            self.sum += z.sum(dim=0, dtype=torch.float64)
-            self.pending.append(z)
-            self.pending_rows += len(z)
-            if self.pending_rows >= max(z.shape[1], _PRODUCT_MIN_ROWS):
+            capacity = max(rows.shape[1], _PRODUCT_MIN_ROWS)
+            if self.filled + len(rows) > capacity:
                 self._flush()
+            if len(rows) >= capacity:  # big enough on its own
+                z = rows.to(self.dtype) - self.shift
+                self.sum += z.sum(dim=0, dtype=torch.float64)
+                self._accumulate(z)
+                return
+            if self.buffer is None:
+                self.buffer = rows.new_empty(capacity, rows.shape[1], dtype=self.dtype)
+            z = self.buffer[self.filled : self.filled + len(rows)]
+            torch.sub(rows.to(self.dtype), self.shift, out=z)
+            self.sum += z.sum(dim=0, dtype=torch.float64)
+            self.filled += len(rows)
 
     def _flush(self) -> None:
-        if not self.pending:
-            return
-        z = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
-        self.pending, self.pending_rows = [], 0
+        if self.filled:
+            self._accumulate(self.buffer[: self.filled])
+            self.filled = 0
+
+    def _accumulate(self, z: Tensor) -> None:
         if z.dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
             z = z.double()  # TF32/bf16 matmuls keep ~3 digits: too few for a covariance
         # O(N * D^2): float32 BLAS calls, accumulated in float64. With the shift, a float32
@@ -139,10 +148,15 @@ class _Moments:
         return ((self.squares - self.count * centre.square()) / (self.count - ddof)).clamp_min(0)
 
     def covariance(self, ddof: int) -> Tensor:
+        """The sample covariance; it takes over the accumulator, so call it once, last."""
         self._flush()
+        self.buffer = None
         centre = self.sum / self.count
-        products = self.products.triu() + self.products.triu(1).T  # fill the lower triangle
-        return (products - self.count * torch.outer(centre, centre)) / (self.count - ddof)
+        cov, self.products = self.products, None  # in place: one D x D temporary at most
+        cov.triu_()
+        cov += cov.triu(1).T  # the lower triangle, never accumulated
+        cov.addr_(centre, centre, alpha=-self.count)
+        return cov.div_(self.count - ddof)
 
 
 class Transform:
@@ -427,9 +441,10 @@ def _eigen(moments: _Moments) -> tuple[Tensor, Tensor, Tensor]:
     convention, so the result does not depend on the solver's signs.
     """
     values, vectors = torch.linalg.eigh(moments.covariance(ddof=1))
-    values, rows = values.flip(0).clamp_min(0), vectors.flip(1).T
-    pivots = rows.abs().argmax(dim=1, keepdim=True)
-    rows = rows * torch.sign(rows.gather(1, pivots))
+    values, rows = values.flip(0).clamp_min(0), vectors.flip(1).T.contiguous()
+    del vectors
+    negative = -rows.amin(dim=1) > rows.amax(dim=1)  # the largest |entry| is negative
+    rows.mul_(1 - 2 * negative.to(rows.dtype)[:, None])
     return moments.mean(), values, rows
 
 
