@@ -236,7 +236,94 @@ def _preprocessed(splits, preprocess: str | None):
 
 # [doctor command: added by the checkup work]
 
-# [search command: added by the search work]
+@app.command("search")
+def search_command(
+    config: Annotated[
+        str, typer.Argument(help="Search config (.toml, .yaml): space, stages; see docs/search.md.")
+    ],
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="sqlite:///FILE, journal:FILE or postgresql://USER:PASS@HOST/DB. Default: "
+            "OUT/study.db (one process) or OUT/study.journal (--workers N)."
+        ),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option(help="Study name. Default: the config's `study`, or its file name.")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes on this machine, all on one study.")
+    ] = 1,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the study if it exists (after Ctrl-C or kill -9), or join it from "
+            "another machine; without it an existing study is refused.",
+        ),
+    ] = False,
+    out: Annotated[
+        str | None,
+        typer.Option(help="Folder for the study file, search.json and search.html. "
+                     "Default: runs/STUDY."),
+    ] = None,
+    live: Annotated[bool, typer.Option(help="Show the live table of trials on stderr.")] = True,
+) -> None:
+    """Coarse-to-fine random search on Optuna: stages that narrow the ranges, the 3x loss abort,
+    boundary warnings. Run the same command on each machine of a shared PostgreSQL study."""
+    from pathlib import Path
+
+    from babysit.report.search import LiveTrials, print_summary, write_report
+    from babysit.report.terminal import stderr as console
+    from babysit.search.config import load_config
+    from babysit.search.runner import quiet_optuna, run_search
+    from babysit.search.storage import resolve_storage
+
+    quiet_optuna()
+    cfg = load_config(config)
+    name = study or cfg.study
+    out = Path(out) if out is not None else Path("runs") / name
+    spec = resolve_storage(storage, out, workers)
+    resume_hint = f"babysit search {config} --study {name} --resume" + (
+        f" --storage {spec.display}" if storage else f" --out {out}"
+    ) + (f" --workers {workers}" if workers > 1 else "")
+
+    def started(opened, recovered: list[int]) -> None:
+        finished = sum(t.state.is_finished() for t in opened.get_trials(deepcopy=False))
+        verb = "resuming" if resume and finished else "starting"
+        console.print(
+            f"{verb} study [bold]{name}[/] in {spec.display}: {cfg.plan.total_trials} trials in "
+            f"{len(cfg.plan.stages)} stages" + (f", {workers} workers" if workers > 1 else "")
+        )
+        if recovered:
+            console.print(f"re-queued trials interrupted earlier: {recovered}")
+
+    view = LiveTrials(cfg.plan, name) if live else None
+    try:
+        if view:
+            view.__enter__()
+        result = run_search(
+            cfg,
+            spec,
+            name,
+            workers=workers,
+            resume=resume,
+            progress=view.update if view else None,
+            on_start=started,
+        )
+    except KeyboardInterrupt:
+        console.print(f"interrupted: no completed trial is lost; continue with: {resume_hint}")
+        raise
+    finally:
+        if view:
+            view.__exit__(None, None, None)
+    print_summary(result)
+    paths = write_report(result, out, spec.display)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
+    if not result.done:
+        console.print(f"[bold red]the search did not finish[/]; continue with: {resume_hint}")
+        raise typer.Exit(1)
+
 
 # [lab command: added by the lab work]
 

@@ -74,6 +74,11 @@ def make_config():
     return write_config
 
 
+@pytest.fixture(scope="module")
+def make_config_module():
+    return write_config
+
+
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 

@@ -109,9 +109,7 @@ def test_no_warning_just_outside_the_edge_margin():
 
 
 def test_no_warning_towards_a_hard_limit_of_the_hyperparameter():
-    space = with_limits(
-        {"dropout": Float(0.0, 0.5)}, {"dropout": ((0.0, 1.0), (False, True))}
-    )
+    space = with_limits({"dropout": Float(0.0, 0.5)}, {"dropout": ((0.0, 1.0), (False, True))})
     _, warnings = narrow(space, space, [{"dropout": 0.01}, {"dropout": 0.2}])
     assert warnings == []  # dropout cannot go below 0: nothing to widen
 
@@ -130,9 +128,7 @@ def test_auto_widen_moves_the_edge_outwards_beyond_the_original_range():
 
 
 def test_widening_stops_half_way_to_an_open_limit():
-    space = with_limits(
-        {"dropout": Float(0.2, 0.9)}, {"dropout": ((0.0, 1.0), (False, True))}
-    )
+    space = with_limits({"dropout": Float(0.2, 0.9)}, {"dropout": ((0.0, 1.0), (False, True))})
     new, _ = narrow(space, space, [{"dropout": 0.89}], Narrowing(widen=True))
     assert new["dropout"].high == pytest.approx(0.95)
 

@@ -28,7 +28,9 @@ def _trial(number, stage, state, value=None, lr=None):
 
 def test_the_default_stages_follow_the_notes_coarse_to_fine_to_long():
     assert [s.epochs for s in DEFAULT_STAGES] == [1, 5, 20]
-    assert [s.trials for s in DEFAULT_STAGES] == sorted((s.trials for s in DEFAULT_STAGES), reverse=True)
+    assert [s.trials for s in DEFAULT_STAGES] == sorted(
+        (s.trials for s in DEFAULT_STAGES), reverse=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,12 +85,16 @@ def test_ranked_orders_completed_trials_best_first_and_breaks_ties_by_number():
 
 def test_stage_spaces_chain_the_narrowing_stage_by_stage():
     space = {"lr": Float(1e-6, 10.0, log=True)}
-    trials = [_trial(i, 0, TrialState.COMPLETE, v, lr) for i, (v, lr) in enumerate(
-        [(0.9, 1e-2), (0.8, 3e-2), (0.7, 1e-3), (0.1, 1e-6), (0.2, 5.0)]
-    )]
-    trials += [_trial(10 + i, 1, TrialState.COMPLETE, v, lr) for i, (v, lr) in enumerate(
-        [(0.95, 2e-2), (0.93, 1e-2), (0.9, 5e-3)]
-    )]
+    trials = [
+        _trial(i, 0, TrialState.COMPLETE, v, lr)
+        for i, (v, lr) in enumerate(
+            [(0.9, 1e-2), (0.8, 3e-2), (0.7, 1e-3), (0.1, 1e-6), (0.2, 5.0)]
+        )
+    ]
+    trials += [
+        _trial(10 + i, 1, TrialState.COMPLETE, v, lr)
+        for i, (v, lr) in enumerate([(0.95, 2e-2), (0.93, 1e-2), (0.9, 5e-3)])
+    ]
     spaces, warnings = stage_spaces(space, trials, 2, Narrowing())
     expected_1, _ = narrow(space, space, [{"lr": lr} for lr in (1e-2, 3e-2, 1e-3, 5.0, 1e-6)])
     expected_2, _ = narrow(expected_1, space, [{"lr": lr} for lr in (2e-2, 1e-2, 5e-3)])

@@ -39,7 +39,9 @@ def test_each_stage_runs_its_trials_from_the_ranges_narrowed_on_the_stage_before
     for earlier, later in zip(by_stage, by_stage[1:], strict=False):
         assert max(t.datetime_complete for t in earlier) <= min(t.datetime_start for t in later)
     # Independent re-computation of each stage's ranges with `narrow`.
-    space = parse_space({"lr": {"low": 1e-6, "high": 10.0}, "weight_decay": {"low": 1e-6, "high": 1.0}})
+    space = parse_space(
+        {"lr": {"low": 1e-6, "high": 10.0}, "weight_decay": {"low": 1e-6, "high": 1.0}}
+    )
     expected = space
     for stage in (1, 2):
         best_first = [t.params for t in ranked(trials, stage - 1)]
@@ -67,9 +69,7 @@ def test_a_best_value_at_the_edge_of_its_range_gives_a_boundary_warning(tmp_path
 
 def test_auto_widen_lets_the_next_stage_sample_beyond_the_original_range(tmp_path):
     stages = [Stage(15, epochs=1), Stage(8, epochs=1)]
-    result = search(
-        rising, SPACE, stages, storage=_url(tmp_path), narrowing=Narrowing(widen=True)
-    )
+    result = search(rising, SPACE, stages, storage=_url(tmp_path), narrowing=Narrowing(widen=True))
     assert result.stages[1].space["lr"].high > 10.0
     assert max(t.params["lr"] for t in result.trials) > 10.0
 
@@ -104,7 +104,9 @@ def test_a_nan_loss_or_a_nan_objective_is_pruned_not_crashed(tmp_path):
 
     result = search(nan_loss, SPACE, [Stage(1, epochs=1)], storage=_url(tmp_path, "a.db"))
     assert result.trials[0].user_attrs["prune_reason"] == "loss became nan at step 2"
-    result = search(lambda t: float("nan"), SPACE, [Stage(1, epochs=1)], storage=_url(tmp_path, "b.db"))
+    result = search(
+        lambda t: float("nan"), SPACE, [Stage(1, epochs=1)], storage=_url(tmp_path, "b.db")
+    )
     assert result.trials[0].state == TrialState.PRUNED
     assert result.trials[0].user_attrs["prune_reason"] == "objective returned nan"
 
@@ -197,9 +199,9 @@ def test_resume_recovers_a_trial_left_running_by_a_killed_process(tmp_path):
 
 def test_a_study_file_in_use_by_another_run_is_refused(tmp_path):
     url = _url(tmp_path)
-    with StudyLock(resolve_storage(url, tmp_path)).acquire(exclusive=True):
-        with pytest.raises(UsageError, match="in use by another babysit search"):
-            search(peaked, SPACE, [Stage(2, epochs=1)], storage=url)
+    lock = StudyLock(resolve_storage(url, tmp_path)).acquire(exclusive=True)
+    with lock, pytest.raises(UsageError, match="in use by another babysit search"):
+        search(peaked, SPACE, [Stage(2, epochs=1)], storage=url)
     search(peaked, SPACE, [Stage(2, epochs=1)], storage=url)  # free again
 
 

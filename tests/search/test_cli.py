@@ -1,0 +1,102 @@
+"""`babysit search` end to end, and its answers to bad input: one line, exit code 2, and an
+existing study never altered by a failed start."""
+
+import json
+
+import optuna
+import pytest
+
+from babysit.cli import main
+
+
+def _error_lines(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, make_config_module):
+    """One tiny search, run once for the module: (config, out folder, stdout)."""
+    folder = tmp_path_factory.mktemp("cli")
+    config = make_config_module(folder / "tiny.toml")
+    out = folder / "out"
+    assert main(["search", str(config), "--out", str(out), "--no-live"]) == 0
+    return config, out
+
+
+def test_a_search_runs_its_stages_and_writes_json_and_html(finished):
+    config, out = finished
+    report = json.loads((out / "search.json").read_text())
+    assert report["done"] and report["study"] == "tiny"
+    assert [s["complete"] + s["pruned"] for s in report["stages"]] == [6, 3]
+    assert len(report["trials"]) == 9
+    assert report["best"]["value"] == max(t["value"] or 0 for t in report["trials"])
+    html = (out / "search.html").read_text()
+    assert html.count("data:image/png;base64,") == 3  # lr, weight decay, stage ranges
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out}/study.db")
+    assert len(study.trials) == 9  # readable by plain Optuna (and optuna-dashboard)
+
+
+def _study_state(url, name):
+    study = optuna.load_study(study_name=name, storage=url)
+    return study.user_attrs, [(t.number, t.state, t.params, t.value) for t in study.trials]
+
+
+def test_bad_input_is_one_line_and_exit_2_and_leaves_the_study_untouched(
+    finished, make_config, tmp_path, capsys
+):
+    tiny_config, out = finished
+    url = f"sqlite:///{out}/study.db"
+    before = _study_state(url, "tiny")
+    capsys.readouterr()
+    changed = make_config(tmp_path / "tiny.toml", stages="[[stages]]\ntrials = 4\nepochs = 1\n")
+    bad_range = make_config(tmp_path / "range.toml", space="lr = { low = 1.0, high = 0.1 }")
+    bad_log = make_config(tmp_path / "log.toml", space="lr = { low = -1.0, high = 0.1 }")
+    unknown = make_config(tmp_path / "unknown.toml", space="gamma = { low = 0.1, high = 0.5 }")
+    malformed = tmp_path / "malformed.toml"
+    malformed.write_text("[space\nlr = 1")
+    cases = [
+        (["search", str(tiny_config), "--out", str(out)], "already exists"),
+        (["search", str(changed), "--out", str(out), "--resume"], "another config"),
+        (["search", str(bad_range), "--out", str(out)], "low < high"),
+        (["search", str(bad_log), "--out", str(out)], "positive bounds"),
+        (["search", str(unknown), "--out", str(out)], "unknown hyperparameter 'gamma'"),
+        (["search", str(malformed), "--out", str(out)], "malformed TOML"),
+        (["search", str(tmp_path / "none.toml")], "does not exist"),
+        (["search", str(tiny_config), "--storage", "mongodb://x/y"], "unknown storage URL"),
+        (["search", str(tiny_config), "--storage", url, "--workers", "2"], "one writer"),
+        (
+            ["search", str(tiny_config), "--storage", "postgresql://u:pw@127.0.0.1:1/db"],
+            "cannot open storage postgresql://u:***@127.0.0.1:1/db",
+        ),
+    ]
+    for argv, message in cases:
+        assert main([*argv, "--no-live"]) == 2, argv
+        lines = _error_lines(capsys)
+        assert len(lines) == 1 and lines[0].startswith("babysit: error: "), lines
+        assert message in lines[0]
+    assert _study_state(url, "tiny") == before
+
+
+def test_resume_of_a_finished_study_changes_nothing_and_prints_the_summary(finished, capsys):
+    tiny_config, out = finished
+    before = _study_state(f"sqlite:///{out}/study.db", "tiny")
+    assert main(["search", str(tiny_config), "--out", str(out), "--no-live", "--resume"]) == 0
+    assert _study_state(f"sqlite:///{out}/study.db", "tiny")[1] == before[1]
+    printed = capsys.readouterr().out
+    assert "best configuration" in printed and "stages" in printed
+
+
+@pytest.mark.slow  # spawns two processes that each import torch: ~25 s on a busy 2-core box
+@pytest.mark.parametrize("workers", [2])
+def test_local_workers_share_one_journal_study(tiny_config, tmp_path, workers, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "out"
+    argv = ["search", str(tiny_config), "--out", str(out), "--workers", str(workers)]
+    assert main([*argv, "--no-live"]) == 0
+    assert (out / "study.journal").exists() and not (out / "study.db").exists()
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))
+    )
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
+    assert sorted(t.number for t in trials) == list(range(9))
+    assert all(t.state.is_finished() and t.state.name != "FAIL" for t in trials)

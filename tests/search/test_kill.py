@@ -1,0 +1,79 @@
+"""kill -9 in the middle of a stage, then --resume: no completed trial is lost or changed,
+the trial the kill interrupted is run again with its parameters, and the budget is met."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from babysit.cli import main
+
+STAGES = """
+    [[stages]]
+    trials = 12
+    epochs = 2
+
+    [[stages]]
+    trials = 3
+    epochs = 2
+"""
+
+
+def _complete(db):
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
+            rows = connection.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'")
+            return rows.fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_kill_9_mid_stage_then_resume_keeps_every_completed_trial(make_config, tmp_path):
+    config = make_config(tmp_path / "kill.toml", stages=STAGES)
+    out = tmp_path / "out"
+    db = out / "study.db"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "babysit",
+        "search",
+        str(config),
+        "--out",
+        str(out),
+        "--no-live",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _complete(db) < 4:
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "the search never completed 4 trials"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+
+    storage = f"sqlite:///{db}"
+    killed = optuna.load_study(study_name="kill", storage=storage).get_trials()
+    done = {t.number: (t.params, t.value) for t in killed if t.state == TrialState.COMPLETE}
+    running = [t for t in killed if t.state == TrialState.RUNNING]
+    assert 4 <= len(done) < 12  # killed in the middle of the first stage
+    assert len(running) <= 1
+
+    assert main(["search", str(config), "--out", str(out), "--resume", "--no-live"]) == 0
+    trials = optuna.load_study(study_name="kill", storage=storage).get_trials()
+    for number, (params, value) in done.items():
+        assert trials[number].state == TrialState.COMPLETE
+        assert (trials[number].params, trials[number].value) == (params, value)
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 12 + 3
+    for orphan in running:  # failed, and run again with the parameters it had drawn
+        assert trials[orphan.number].state == TrialState.FAIL
+        (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
+        assert retry.state.is_finished() and retry.state != TrialState.FAIL
+        assert retry.params == orphan.params or not orphan.params

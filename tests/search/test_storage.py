@@ -1,0 +1,85 @@
+from pathlib import Path
+
+import pytest
+
+from babysit.errors import UsageError
+from babysit.search.storage import StudyLock, open_storage, resolve_storage
+
+
+def test_the_default_is_sqlite_for_one_process_and_a_journal_file_for_workers(tmp_path):
+    one = resolve_storage(None, tmp_path)
+    assert (one.kind, one.url, one.path) == (
+        "sqlite",
+        f"sqlite:///{tmp_path}/study.db",
+        tmp_path / "study.db",
+    )
+    many = resolve_storage(None, tmp_path, workers=4)
+    assert (many.kind, many.path) == ("journal", tmp_path / "study.journal")
+    assert one.local and many.local
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "path"),
+    [
+        ("sqlite:///runs/s.db", "sqlite", Path("runs/s.db")),
+        ("sqlite:////abs/s.db", "sqlite", Path("/abs/s.db")),
+        ("journal:runs/s.journal", "journal", Path("runs/s.journal")),
+        ("journal:///abs/s.journal", "journal", Path("/abs/s.journal")),
+        ("postgresql://u:p@db.example.org:5432/optuna", "rdb", None),
+        ("postgresql+psycopg2://u@db/optuna", "rdb", None),
+        ("mysql+pymysql://u@db/optuna", "rdb", None),
+    ],
+)
+def test_storage_urls(url, kind, path):
+    spec = resolve_storage(url, "unused")
+    assert (spec.kind, spec.path) == (kind, path)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis://localhost", "unknown storage URL 'redis://localhost'"),
+        ("study.db", "unknown storage URL"),
+        ("sqlite://relative.db", "names no file"),
+        ("sqlite:///:memory:", "names no file"),
+        ("journal:", "names no file"),
+        ("  ", "empty storage URL"),
+    ],
+)
+def test_bad_storage_urls_are_refused_with_the_forms_to_use(url, message):
+    with pytest.raises(UsageError, match=message):
+        resolve_storage(url, "unused")
+
+
+def test_sqlite_is_refused_for_several_workers():
+    with pytest.raises(UsageError, match="SQLite takes one writer"):
+        resolve_storage("sqlite:///s.db", "unused", workers=2)
+
+
+def test_passwords_never_show_in_messages():
+    spec = resolve_storage("postgresql://me:s3cret@127.0.0.1:1/db", "unused")
+    assert spec.display == "postgresql://me:***@127.0.0.1:1/db"
+    with pytest.raises(UsageError) as info:
+        open_storage(spec)
+    assert "s3cret" not in str(info.value)
+    assert str(info.value).startswith("cannot open storage postgresql://me:***@127.0.0.1:1/db")
+
+
+def test_an_unwritable_sqlite_path_is_a_usage_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match="cannot open storage"):
+        open_storage(resolve_storage(f"sqlite:///{blocker}/sub/s.db", tmp_path))
+
+
+def test_the_study_lock_is_exclusive_then_shared(tmp_path):
+    spec = resolve_storage(None, tmp_path, workers=2)
+    first = StudyLock(spec).acquire(exclusive=True)
+    with pytest.raises(UsageError, match="in use"):
+        StudyLock(spec).acquire(exclusive=False)
+    first.share()
+    # a worker joins; a second run, which would recover "orphans", may not
+    with StudyLock(spec).acquire(exclusive=False), pytest.raises(UsageError, match="in use"):
+        StudyLock(spec).acquire(exclusive=True)
+    first.release()
+    StudyLock(spec).acquire(exclusive=True).release()
