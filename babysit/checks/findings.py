@@ -29,6 +29,7 @@ CODES: dict[str, str] = {
     "INIT_LOSS_MISMATCH": "initial loss far from ln(C) for a C-class softmax",
     "REG_NO_EFFECT": "adding regularization does not raise the loss",
     "CANNOT_OVERFIT": "the model cannot overfit a tiny training subset",
+    "LABELS_UNLEARNABLE": "held-out accuracy stays at chance: the labels do not follow the inputs",
     "LR_TOO_LOW": "the loss barely moves at the given learning rate",
     "LR_TOO_HIGH": "the loss explodes (NaN, or over 3x its initial value) at the given lr",
     "LR_SUGGESTION": "the learning-rate range test's usable range and suggestion",

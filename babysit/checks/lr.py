@@ -1,0 +1,434 @@
+"""The learning rate: a range test that finds the usable range, and a short run at the
+chosen rate judged by the lecture's rules and by the update/weight ratio per layer.
+
+The range test is Smith's (WACV 2017) as fastai's `lr_find` runs it: the learning rate grows
+exponentially from 1e-7 to 10 over 100 steps, the loss is recorded, and the run stops once
+the smoothed loss passes 4x its best. We then smooth the curve with a centred window (no lag,
+unlike the running average used for stopping) and suggest a tenth of the rate at the lowest
+smoothed loss (fastai's `minimum` suggestion).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from babysit.checks.findings import Finding
+from babysit.checks.runs import device_of, train_copy
+from babysit.checks.task import Task
+from babysit.nn.init import weight_layers
+from babysit.probes import update_ratios
+from babysit.train import Callback, LossAbort, TrainState, fit
+
+__all__ = [
+    "LR_LOW_RELATIVE",
+    "UPDATE_RATIO_MAX",
+    "UPDATE_RATIO_MIN",
+    "LRRangeTest",
+    "UpdateRatios",
+    "analyse_range",
+    "check_lr",
+    "lr_range_test",
+]
+
+# fastai's lr_find defaults (fastai/callback/schedule.py): 1e-7 to 10 in 100 steps, stop
+# when the smoothed loss exceeds 4x its best; its running average uses beta = 0.98.
+LR_RANGE_START = 1e-7
+LR_RANGE_END = 10.0
+LR_RANGE_DIVERGE = 4.0
+LR_RANGE_BETA = 0.98
+# Centred smoothing window, in steps (100 steps over 8 decades: 7 steps ~ 0.55 decade).
+LR_SMOOTH_STEPS = 7
+# The usable range starts where the smoothed loss has fallen this fraction below its level
+# at the smallest rates; a curve that never falls that far has no usable range. Measured:
+# the loss wobbles +-4% over the first 30 steps on digits, where nothing is learnt yet.
+LR_RANGE_DROP = 0.1
+# fastai's `minimum` rule: a tenth of the rate at the lowest loss.
+LR_SUGGESTION_FACTOR = 0.1
+
+# CS231n notes (Part 3): "if the cost is ever > 3 * original cost, break out early"; a NaN
+# cost "almost always means the learning rate is too high".
+LR_HIGH_FACTOR = 3.0
+# "Loss barely moves": over the short run, the loss falls by less than this fraction of what
+# the range test's suggestion achieves in as many steps (100). Measured on digits (MLPs and
+# CNNs, sgd/momentum/adam): a rate 3x below the suggestion keeps 57-96% of its progress, 10x
+# below 25-83%, 30x below 10-55%, 100x below 3-29%, 1000x below 1-7%. The suggestion is
+# itself a tenth of the best rate, so this flags rates ~30x or more below the best one.
+LR_LOW_RELATIVE = 0.3
+# The comparison needs a reference run that made progress; otherwise (or with no
+# suggestion), a loss falling by less than this fraction over the run is "barely moving".
+LR_LOW_REFERENCE_MIN = 0.1
+LR_LOW_ABSOLUTE = 0.01
+# A suggestion whose short run trips the 3x/NaN rule is divided by this, at most
+# LR_SUGGESTION_RETRIES times: the range test's minimum can sit at the end of the sweep on
+# easy tasks (binary digits: min at lr 10, suggestion 1, which spikes).
+LR_SUGGESTION_BACKOFF = 10.0
+LR_SUGGESTION_RETRIES = 2
+# CS231n notes (Part 3): the update/weight ratio "should be somewhere around 1e-3". Flagged
+# two decades either side. Measured at the range test's suggestion on the calibration grid:
+# medians per layer 5e-4..7e-2; 1000x below it 1e-6..2e-5; rates that blow up 1e-1..4.
+# Layers followed by BatchNorm are scale-invariant (their weight norm is arbitrary and grows
+# until the ratio settles), so they are not judged "too high": a small-init CNN with BN
+# starts at 0.12 and trains well.
+UPDATE_RATIO_TARGET = 1e-3
+UPDATE_RATIO_MIN = 1e-5
+UPDATE_RATIO_MAX = 1e-1
+
+
+class LRRangeTest(Callback):
+    """Set an exponentially growing learning rate before each step; record the loss after;
+    stop when the loss is not finite or its running average passes `diverge` x its best."""
+
+    def __init__(
+        self,
+        start: float = LR_RANGE_START,
+        end: float = LR_RANGE_END,
+        steps: int = 100,
+        diverge: float = LR_RANGE_DIVERGE,
+    ):
+        self.start, self.end, self.steps, self.diverge = start, end, max(steps, 2), diverge
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self._average, self._best = 0.0, math.inf
+
+    def on_batch_begin(self, state: TrainState) -> None:
+        lr = self.start * (self.end / self.start) ** (len(self.lrs) / (self.steps - 1))
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        self.lrs.append(lr)
+
+    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
+        value = float(loss)
+        self.losses.append(value)
+        if not math.isfinite(value):
+            state.stop(f"loss became {value} at lr {self.lrs[-1]:.3g}")
+            return
+        self._average = LR_RANGE_BETA * self._average + (1 - LR_RANGE_BETA) * value
+        smoothed = self._average / (1 - LR_RANGE_BETA ** len(self.losses))
+        self._best = min(self._best, smoothed)
+        if smoothed > self.diverge * self._best:
+            state.stop(f"loss diverged at lr {self.lrs[-1]:.3g}")
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average (edges padded with the end values), same length as values."""
+    half = window // 2
+    padded = np.pad(values, (half, half), mode="edge")
+    return np.convolve(padded, np.ones(2 * half + 1) / (2 * half + 1), mode="valid")
+
+
+def analyse_range(lrs: Sequence[float], losses: Sequence[float]) -> dict[str, Any]:
+    """Smoothed curve, usable range (low, high) and suggestion of a range test; the
+    suggestion is None when the loss never falls LR_RANGE_DROP below its starting level."""
+    lrs_a, losses_a = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    finite = np.isfinite(losses_a)
+    n = int(finite.argmin()) if not finite.all() else len(losses_a)
+    result: dict[str, Any] = {
+        "lr": lrs_a[: len(losses_a)].tolist(),
+        "loss": losses_a.tolist(),
+        "smoothed": [],
+        "suggestion": None,
+        "low": None,
+        "high": None,
+    }
+    if n < LR_SMOOTH_STEPS:
+        return result
+    smooth = _smooth(losses_a[:n], LR_SMOOTH_STEPS)
+    result["smoothed"] = smooth.tolist()
+    start = float(np.mean(smooth[: max(3, n // 10)]))
+    best = int(smooth.argmin())
+    result["start_loss"], result["min_loss"] = start, float(smooth[best])
+    if smooth[best] > start * (1 - LR_RANGE_DROP):
+        return result
+    low = int(np.argmax(smooth < start * (1 - LR_RANGE_DROP)))
+    result["low"], result["high"] = float(lrs_a[low]), float(lrs_a[best])
+    result["suggestion"] = max(float(lrs_a[best]) * LR_SUGGESTION_FACTOR, float(lrs_a[low]))
+    return result
+
+
+def lr_range_test(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    task: Task,
+    *,
+    optimizer: str,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the range test on a copy of the model; return `analyse_range`'s result plus the
+    optimizer, the number of steps and why it stopped."""
+    test = LRRangeTest(steps=steps)
+    _, history = train_copy(
+        model,
+        x,
+        y,
+        task,
+        steps=steps,
+        lr=LR_RANGE_START,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        seed=seed,
+        callbacks=[test],
+    )
+    result = analyse_range(test.lrs, test.losses)
+    result.update({"optimizer": optimizer, "steps": len(test.losses), "stop": history.stop_reason})
+    return result
+
+
+class UpdateRatios(Callback):
+    """Per weight layer, ||W_after - W_before|| / ||W_before|| at every step (device tensors,
+    read back once at the end), for the layers whose weights train."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [
+            (name, m.weight) for name, m in weight_layers(model) if m.weight.requires_grad
+        ]
+        self._before: list[Tensor] = []
+        self._ratios: list[Tensor] = []
+
+    def on_batch_begin(self, state: TrainState) -> None:
+        self._before = [w.detach().clone() for _, w in self.layers]
+
+    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
+        if self.layers:
+            self._ratios.append(update_ratios(self._before, [w for _, w in self.layers]))
+
+    def medians(self) -> dict[str, float]:
+        if not self._ratios:
+            return {}
+        ratios = torch.stack(self._ratios)
+        ratios = torch.where(torch.isfinite(ratios), ratios, torch.full_like(ratios, math.nan))
+        medians = ratios.nanmedian(dim=0).values.tolist()
+        return {name: m for (name, _), m in zip(self.layers, medians, strict=True)}
+
+
+def _short_run(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    task: Task,
+    lr: float,
+    optimizer: str,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    ratios: bool,
+) -> dict[str, Any]:
+    net = copy.deepcopy(model)
+    callbacks: list[Callback] = [LossAbort(LR_HIGH_FACTOR)]
+    watch = UpdateRatios(net) if ratios else None
+    if watch is not None:
+        callbacks.append(watch)
+    history = fit(
+        net,
+        (x, y),
+        epochs=1,
+        lr=lr,
+        optimizer=optimizer,
+        batch_size=min(batch_size, len(x)),
+        loss_fn=task.loss_fn,
+        callbacks=callbacks,
+        device=device_of(model),
+        seed=seed,
+        max_steps=steps,
+    )
+    losses = history.step_loss
+    head = [v for v in losses[:5] if math.isfinite(v)]
+    tail = [v for v in losses[-10:] if math.isfinite(v)]
+    first = float(np.mean(head)) if head else math.nan
+    last = float(np.mean(tail)) if tail and len(losses) > 10 else math.nan
+    return {
+        "lr": lr,
+        "optimizer": optimizer,
+        "step_loss": losses,
+        "stop": history.stop_reason,
+        "first_loss": first,
+        "last_loss": last,
+        "decrease": (first - last) / first if first > 0 and math.isfinite(last) else math.nan,
+        "update_ratios": watch.medians() if watch is not None else {},
+    }
+
+
+def check_lr(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    task: Task,
+    *,
+    lr: float | None,
+    suggestion: float | None,
+    optimizer: str,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    normalized: Sequence[str] = (),
+) -> tuple[list[Finding], dict[str, Any]]:
+    """A short run at `lr` (the user's) or at the range test's `suggestion`, judged by the
+    CS231n rules: NaN or > 3x the first loss is LR_TOO_HIGH; a loss that barely moves
+    (against what the suggestion achieves) is LR_TOO_LOW; per layer, the median
+    update/weight ratio far from 1e-3 is UPDATE_RATIO_LOW / UPDATE_RATIO_HIGH. Without a
+    user lr, the suggestion is first verified (lowered while its run blows up), and only
+    layers out of line with the others are reported. `normalized` names the weight layers
+    followed by BatchNorm (not judged too high). measurement["suggestion"] is the verified
+    suggestion."""
+    measurement: dict[str, Any] = {"user_lr": lr, "suggestion": suggestion}
+    run = None
+    if lr is None and suggestion is not None:
+        for attempt in range(LR_SUGGESTION_RETRIES + 1):
+            run = _short_run(
+                model, x, y, task, suggestion, optimizer, steps, batch_size, seed, True
+            )
+            if run["stop"] is None or attempt == LR_SUGGESTION_RETRIES:
+                break
+            measurement.setdefault("lowered_from", []).append(suggestion)
+            suggestion /= LR_SUGGESTION_BACKOFF
+        measurement["suggestion"] = suggestion
+    chosen = lr if lr is not None else suggestion
+    if chosen is None:
+        measurement["skipped"] = "no learning rate given and the range test found none"
+        return [], measurement
+    if run is None:
+        run = _short_run(model, x, y, task, chosen, optimizer, steps, batch_size, seed, True)
+    measurement["run"] = run
+    findings: list[Finding] = []
+    if run["stop"] is not None:
+        nonfinite = "nan" in run["stop"] or "inf" in run["stop"]
+        if lr is None and not nonfinite:
+            measurement["unstable"] = run["stop"]
+            return findings, measurement
+        code = "LR_TOO_HIGH" if lr is not None else "NAN_LOSS"
+        source = "the given" if lr is not None else "the suggested (and lowered)"
+        findings.append(
+            Finding(
+                code,
+                "error",
+                f"at {source} lr {chosen:g} ({optimizer}) the {run['stop']} "
+                f"(CS231n: a cost above 3x the original, or NaN, means the learning rate is "
+                f"too high)",
+                "lower the learning rate"
+                + (f"; the range test suggests {suggestion:.3g}" if suggestion and lr else "")
+                + "; check the data and the model for values that overflow",
+                {"lr": chosen, "stop": run["stop"], "suggestion": suggestion},
+            )
+        )
+        return findings, measurement
+    if lr is not None:
+        findings += _too_low(
+            model, x, y, task, run, lr, suggestion, optimizer, steps, batch_size, seed, measurement
+        )
+    ratios = {n: r for n, r in run["update_ratios"].items()}
+    findings += _ratio_findings(ratios, chosen, lr is not None, suggestion, set(normalized))
+    return findings, measurement
+
+
+def _too_low(
+    model, x, y, task, run, lr, suggestion, optimizer, steps, batch_size, seed, measurement
+) -> list[Finding]:
+    decrease = run["decrease"]
+    if not math.isfinite(decrease):
+        return []
+    reference = None
+    if suggestion is not None and lr < suggestion:
+        reference = _short_run(
+            model, x, y, task, suggestion, optimizer, steps, batch_size, seed, False
+        )
+        measurement["reference_run"] = reference
+    if (
+        reference is not None
+        and math.isfinite(reference["decrease"])
+        and reference["decrease"] >= LR_LOW_REFERENCE_MIN
+    ):
+        low = decrease < LR_LOW_RELATIVE * reference["decrease"]
+        compare = (
+            f", against {reference['decrease']:.1%} at the suggested {suggestion:.3g} "
+            f"(needs at least {LR_LOW_RELATIVE:.0%} of that)"
+        )
+    else:
+        low = decrease < LR_LOW_ABSOLUTE
+        compare = f" (needs at least {LR_LOW_ABSOLUTE:.0%})"
+    if not low:
+        return []
+    return [
+        Finding(
+            "LR_TOO_LOW",
+            "warning",
+            f"at the given lr {lr:g} ({optimizer}) the loss barely moves: it falls "
+            f"{decrease:.1%} in {len(run['step_loss'])} steps ({run['first_loss']:.3g} -> "
+            f"{run['last_loss']:.3g}){compare}",
+            "raise the learning rate"
+            + (f" toward the range test's suggestion {suggestion:.3g}" if suggestion else "")
+            + "; search it on a log scale (lr = 10 ** uniform(-6, 1), CS231n)",
+            {"lr": lr, "decrease": decrease, "suggestion": suggestion},
+        )
+    ]
+
+
+def _ratio_findings(
+    ratios: dict[str, float],
+    lr: float,
+    user_lr: bool,
+    suggestion: float | None,
+    normalized: set[str],
+) -> list[Finding]:
+    source = "the given" if user_lr else "the suggested"
+    low = {n: r for n, r in ratios.items() if math.isfinite(r) and r < UPDATE_RATIO_MIN}
+    high = {
+        n: r
+        for n, r in ratios.items()
+        if math.isfinite(r) and r > UPDATE_RATIO_MAX and n not in normalized
+    }
+    findings = []
+    for code, group, word in (
+        ("UPDATE_RATIO_LOW", low, "below"),
+        ("UPDATE_RATIO_HIGH", high, "above"),
+    ):
+        everyone = len(group) == len(ratios)
+        if not group or (everyone and not user_lr):
+            # At our own suggestion, all layers off together says the suggestion is off,
+            # not the set-up: only layers out of line with the others are worth a finding.
+            continue
+        names = list(group)
+        worst = min(group, key=group.get) if word == "below" else max(group, key=group.get)
+        listed = ", ".join(f"{n} {group[n]:.2g}" for n in names[:6])
+        still = [n for n in names if group[n] == 0]
+        why = (
+            f"; {', '.join(still)} did not change at all: no gradient reaches "
+            f"{'it' if len(still) == 1 else 'them'} (a detached or clamped path, dead units, "
+            f"or updates below float precision)"
+            if still
+            else ""
+        )
+        limit = UPDATE_RATIO_MIN if word == "below" else UPDATE_RATIO_MAX
+        fix = (
+            ("raise" if word == "below" else "lower")
+            + " the learning rate"
+            + (f" (the range test suggests {suggestion:.3g})" if suggestion else "")
+            if everyone
+            else f"look at {worst}: its updates are out of line with the other layers' "
+            f"(its init scale, a frozen or detached path); per-layer learning rates can help"
+        )
+        findings.append(
+            Finding(
+                code,
+                "warning",
+                f"update/weight ratio {word} {limit:g} at {source} lr {lr:.3g}: {listed} "
+                f"(median over the run; CS231n: ~1e-3)" + why,
+                fix,
+                {
+                    "ratios": group,
+                    "lr": lr,
+                    "target": UPDATE_RATIO_TARGET,
+                    "range": [UPDATE_RATIO_MIN, UPDATE_RATIO_MAX],
+                },
+                worst,
+            )
+        )
+    return findings

@@ -1,0 +1,146 @@
+"""Short training runs on copies of the user's model, and measuring a model on a batch.
+
+Every check that trains works on `copy.deepcopy(model)`, so the user's model, its weights,
+buffers and mode are never touched. The runs go through `babysit.train.fit`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from babysit.checks.task import Task, accuracy
+from babysit.train import Callback, History, TrainState, fit
+
+__all__ = [
+    "LINEAR_RIDGE_ALPHA",
+    "Measure",
+    "device_of",
+    "linear_baseline",
+    "measure",
+    "train_copy",
+    "without_dropout",
+]
+
+# The reference classifier: scikit-learn's ridge classifier at its default strength.
+LINEAR_RIDGE_ALPHA = 1.0
+# Rows it is fitted on, at most (a least-squares fit: O(rows * features^2)).
+LINEAR_MAX_ROWS = 2048
+
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def without_dropout(model: nn.Module) -> nn.Module:
+    """Turn every dropout module off (p = 0), in place: the lecture's "regularization off"."""
+    for m in model.modules():
+        if isinstance(m, _DROPOUT):
+            m.p = 0.0
+    return model
+
+
+@torch.no_grad()
+def measure(
+    model: nn.Module, x: Tensor, y: Tensor, task: Task, train_mode: bool = False
+) -> tuple[float, float | None]:
+    """(loss, accuracy or None) of `model` on (x, y) in one batch; the mode is restored."""
+    was_training = model.training
+    model.train(train_mode)
+    try:
+        output = model(x)
+        return float(task.loss(output, y)), accuracy(output, y, task)
+    finally:
+        model.train(was_training)
+
+
+class Measure(Callback):
+    """Every `every` steps (and after the last), measure the model on a fixed batch; stop the
+    run once `done(loss, accuracy)` says so. Keeps the (step, loss, accuracy) records."""
+
+    def __init__(self, x: Tensor, y: Tensor, task: Task, every: int, done=None, train_mode=True):
+        self.x, self.y, self.task = x, y, task
+        self.every, self.done, self.train_mode = max(1, every), done, train_mode
+        self.records: list[tuple[int, float, float | None]] = []
+        self.reached = False
+
+    def _record(self, state: TrainState) -> None:
+        if self.records and self.records[-1][0] == state.step:
+            return
+        loss, acc = measure(state.model, self.x, self.y, self.task, self.train_mode)
+        self.records.append((state.step, loss, acc))
+        if self.done is not None and self.done(loss, acc):
+            self.reached = True
+            state.stop("reached")
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self._record(state)
+
+    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
+        if state.step % self.every == 0:
+            self._record(state)
+
+    def on_train_end(self, state: TrainState) -> None:
+        self._record(state)
+
+
+def train_copy(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    task: Task,
+    *,
+    steps: int,
+    lr: float,
+    optimizer: str,
+    batch_size: int,
+    seed: int,
+    weight_decay: float = 0.0,
+    callbacks: Sequence[Callback] = (),
+    dropout: bool = True,
+) -> tuple[nn.Module, History]:
+    """Train a deep copy of `model` on (x, y) for `steps` optimizer steps; return the copy
+    and its History. The copy stays on the model's device."""
+    net = copy.deepcopy(model)
+    if not dropout:
+        without_dropout(net)
+    history = fit(
+        net,
+        (x, y),
+        epochs=1,
+        lr=lr,
+        optimizer=optimizer,
+        weight_decay=weight_decay,
+        batch_size=min(batch_size, len(x)),
+        loss_fn=task.loss_fn,
+        callbacks=list(callbacks),
+        device=device_of(model),
+        seed=seed,
+        max_steps=steps,
+    )
+    return net, history
+
+
+def linear_baseline(
+    x_fit: Tensor, labels_fit: Tensor, x_eval: Tensor, labels_eval: Tensor
+) -> float:
+    """Accuracy on (x_eval, labels_eval) of a ridge classifier (scikit-learn) fitted on
+    standardized, flattened inputs: what a linear model makes of the data, whatever the
+    user's network does. Used as a baseline by the learnable-labels and underfitting checks."""
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    fit = x_fit[:LINEAR_MAX_ROWS].detach().flatten(1).double().cpu().numpy()
+    labels = labels_fit[:LINEAR_MAX_ROWS].cpu().numpy()
+    classifier = make_pipeline(StandardScaler(), RidgeClassifier(alpha=LINEAR_RIDGE_ALPHA))
+    classifier.fit(fit, labels)
+    predicted = classifier.predict(x_eval.detach().flatten(1).double().cpu().numpy())
+    return float((predicted == labels_eval.cpu().numpy()).mean())
