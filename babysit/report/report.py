@@ -1,0 +1,354 @@
+"""The checkup's Report: its findings, the measurements behind them, and the ways to show
+them (a rich table in the terminal, report.json, a self-contained report.html with plots).
+
+report.json holds everything; `Report.load(dir)` reads it back and `save` can draw the HTML
+and the PNGs again from it alone (`babysit report DIR`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from babysit.checks.findings import CODES, SEVERITIES, Finding
+from babysit.errors import UsageError
+
+__all__ = ["JSON_NAME", "HTML_NAME", "Report"]
+
+JSON_NAME = "report.json"
+HTML_NAME = "report.html"
+# Bumped when the JSON shape changes incompatibly (documented in docs/checkup.md).
+SCHEMA_VERSION = 1
+
+_SEVERITY_STYLE = {"error": "bold white on red", "warning": "black on yellow", "info": "blue"}
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of `value` that json.dumps(allow_nan=False) accepts: non-finite floats become
+    None, tuples lists, tensors and NumPy values plain Python."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "tolist"):  # torch.Tensor, numpy array or scalar
+        return json_safe(value.tolist())
+    return str(value)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: a crash never leaves a
+    half-written file in place of a good one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Report:
+    """What `babysit.checkup` found. `findings` in the order the checks ran; `measurements`
+    the numbers behind them (per-layer statistics, the range test's curve, ...); `meta` the
+    model, data, settings, version and timings."""
+
+    findings: list[Finding] = field(default_factory=list)
+    measurements: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # --- reading -------------------------------------------------------------------------
+
+    @property
+    def summary(self) -> dict[str, int]:
+        """Number of findings per severity."""
+        return {s: sum(f.severity == s for f in self.findings) for s in SEVERITIES}
+
+    @property
+    def ok(self) -> bool:
+        """No `error` finding: nothing stops training from working."""
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def codes(self) -> list[str]:
+        return [f.code for f in self.findings]
+
+    def by_severity(self) -> list[Finding]:
+        """Findings sorted errors first, then warnings, then info (stable within each)."""
+        order = {s: i for i, s in enumerate(SEVERITIES)}
+        return sorted(self.findings, key=lambda f: order[f.severity])
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in self.summary.items())
+        lines = [f"babysit checkup: {counts}"]
+        lines += [f"  [{f.severity}] {f.code}: {f.message}" for f in self.by_severity()]
+        return "\n".join(lines)
+
+    # --- JSON ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON shape: findings, summary, measurements, meta (docs/checkup.md)."""
+        return json_safe(
+            {
+                "findings": [f.to_dict() for f in self.findings],
+                "summary": self.summary,
+                "measurements": self.measurements,
+                "meta": {"schema": SCHEMA_VERSION, **self.meta},
+            }
+        )
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        if not isinstance(data, dict) or not isinstance(data.get("findings"), list):
+            raise UsageError("not a babysit report: expected a JSON object with a 'findings' list")
+        findings = []
+        for i, item in enumerate(data["findings"]):
+            try:
+                findings.append(Finding.from_dict(item))
+            except (KeyError, TypeError, ValueError) as e:
+                raise UsageError(
+                    f"finding {i} of the report is malformed ({e}); known codes are "
+                    f"{', '.join(CODES)}"
+                ) from None
+        return cls(findings, dict(data.get("measurements") or {}), dict(data.get("meta") or {}))
+
+    # --- files ---------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike, write_json: bool = True) -> Path:
+        """Write report.json, report.html (self-contained) and one PNG per plot into
+        `directory` (created if needed); return the HTML's path. Files are replaced
+        atomically, and nothing else in the folder is touched. `write_json=False` only
+        re-draws the HTML and PNGs (what `babysit report DIR` does)."""
+        folder = Path(directory).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"cannot save the report: {str(folder)!r} is a file, not a folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if write_json:
+                _write_atomic(folder / JSON_NAME, (self.to_json() + "\n").encode())
+            page, figures = self.render_html()
+            for name, png in figures.items():
+                _write_atomic(folder / name, png)
+            _write_atomic(folder / HTML_NAME, page.encode())
+        except PermissionError as e:
+            raise UsageError(f"cannot write the report into {str(folder)!r}: {e}") from None
+        return folder / HTML_NAME
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Report:
+        """Read a report saved by `save` (its report.json)."""
+        folder = Path(directory).expanduser()
+        path = folder / JSON_NAME if folder.is_dir() else folder
+        if not path.is_file():
+            raise UsageError(
+                f"no {JSON_NAME} in {str(folder)!r}: save one with `babysit doctor --out "
+                f"{folder}` or report.save(...)"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UsageError(
+                f"{path} is not valid JSON ({e}): was it written by babysit?"
+            ) from None
+        return cls.from_dict(data)
+
+    # --- terminal ------------------------------------------------------------------------
+
+    def table(self):
+        """A rich Table: severity, code, layer, message, fix; errors first."""
+        from rich.table import Table
+
+        counts = ", ".join(f"{n} {s}" for s, n in self.summary.items())
+        table = Table(title=f"babysit checkup: {counts}", show_lines=True, expand=True)
+        table.add_column("severity", no_wrap=True)
+        table.add_column("code", no_wrap=True, style="bold")
+        table.add_column("layer", no_wrap=True)
+        table.add_column("message", ratio=3)
+        table.add_column("fix", ratio=2)
+        for f in self.by_severity():
+            table.add_row(
+                f"[{_SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
+                f.code,
+                f.layer or "",
+                f.message,
+                f.fix,
+            )
+        return table
+
+    def print(self, console=None) -> None:
+        """Print the summary table (to stdout by default)."""
+        from rich.console import Console
+
+        console = console or Console()
+        if self.findings:
+            console.print(self.table())
+        else:
+            console.print("[bold green]babysit checkup: no findings[/]")
+        duration = self.meta.get("duration_s")
+        if duration is not None:
+            console.print(f"[dim]checked in {duration:.1f} s[/]")
+
+    # --- HTML ----------------------------------------------------------------------------
+
+    def render_html(self) -> tuple[str, dict[str, bytes]]:
+        """The HTML page and its figures as PNG bytes by file name (also embedded in the
+        page, so that report.html opens alone)."""
+        from babysit.report import html, plots
+
+        m = self.measurements
+        figures: dict[str, bytes] = {}
+
+        def figure(name: str, fig, alt: str, caption: str) -> str:
+            if fig is None:
+                return ""
+            png = html.figure_png(fig)
+            figures[name] = png
+            return html.image(png, alt, caption)
+
+        sections = [self._findings_section(html)]
+        layers = m.get("layers") or []
+        init_section = html.Section("Activations and gradients at init")
+        init_section.body = (
+            "<p>One forward and backward pass of a data batch through the untrained model "
+            f"({html.escape(m.get('init', {}).get('inputs', 'the data as given'))}). "
+            "In a healthy network the activations' std and the gradient's norm stay roughly "
+            "constant from layer to layer (CS231n Lecture 6).</p>"
+        )
+        init_section.add(
+            figure(
+                "activations.png",
+                plots.activation_figure(layers, m.get("init")),
+                "per-layer activation statistics",
+                "Left: mean and std of each layer's output. Right: the gradient "
+                "of the loss per example, per layer, log scale.",
+            )
+        )
+        init_section.add(
+            figure(
+                "histograms.png",
+                plots.histogram_figure(layers),
+                "activation histograms",
+                "Distribution of each layer's outputs.",
+            )
+        )
+        if layers:
+            init_section.add(self._layer_table(html, layers))
+            sections.append(init_section)
+        if m.get("lr_range") or m.get("lr"):
+            lr_section = html.Section("Learning rate")
+            lr_section.add(
+                figure(
+                    "lr_range.png",
+                    plots.lr_figure(m.get("lr_range") or {}, m.get("lr")),
+                    "learning-rate range test",
+                    "The learning rate grows exponentially each step (Smith 2017, "
+                    "fastai lr_find); the usable range is where the smoothed loss "
+                    "falls; the suggestion is a tenth of the rate at its lowest.",
+                )
+            )
+            lr_section.add(
+                figure(
+                    "update_ratios.png",
+                    plots.update_ratio_figure(m.get("lr") or {}),
+                    "update/weight ratios",
+                    "A short run at the chosen rate; right, the median of "
+                    "||dW|| / ||W|| per step for each layer (CS231n: ~1e-3; red "
+                    "zones are flagged).",
+                )
+            )
+            sections.append(lr_section)
+        if m.get("overfit"):
+            sections.append(
+                html.Section("Overfitting a tiny subset").add(
+                    figure(
+                        "overfit.png",
+                        plots.overfit_figure(m["overfit"]),
+                        "tiny-subset training",
+                        "With regularization off a healthy model reaches 100% training accuracy "
+                        "and a loss near 0 on ~20 examples (CS231n).",
+                    )
+                )
+            )
+        if m.get("training", {}).get("epochs"):
+            sections.append(
+                html.Section("Training run").add(
+                    figure(
+                        "training.png",
+                        plots.training_figure(m["training"]),
+                        "training curves",
+                        "A short real run: a large train/val gap is overfitting; low accuracy on "
+                        "both is underfitting.",
+                    )
+                )
+            )
+        sections.append(self._meta_section(html))
+        counts = ", ".join(f"{n} {s}" for s, n in self.summary.items())
+        subtitle = f"{self.meta.get('model', 'model')} on {self.meta.get('data', 'data')}: {counts}"
+        return html.page("babysit checkup", sections, subtitle), figures
+
+    def _findings_section(self, html) -> Any:
+        section = html.Section("Findings")
+        if not self.findings:
+            section.body = '<p><span class="pass">pass</span> no findings.</p>'
+            return section
+        rows = [
+            (
+                f'<span class="sev-{f.severity}">{f.severity}</span>',
+                f"<code>{html.escape(f.code)}</code>",
+                html.escape(f.layer or ""),
+                html.escape(f.message),
+                html.escape(f.fix),
+            )
+            for f in self.by_severity()
+        ]
+        section.body = html.table(["severity", "code", "layer", "message", "fix"], rows, raw=True)
+        return section
+
+    @staticmethod
+    def _layer_table(html, layers: Iterable[dict]) -> str:
+        def num(v: Any, fmt: str = ".3g") -> str:
+            return "" if v is None else format(v, fmt)
+
+        rows = [
+            (
+                s["name"],
+                s.get("kind", ""),
+                num(s.get("mean")),
+                num(s.get("std")),
+                num(s.get("grad_std")),
+                "" if s.get("dead_fraction") is None else f"{s['dead_fraction']:.0%}",
+                "" if s.get("saturated_fraction") is None else f"{s['saturated_fraction']:.0%}",
+            )
+            for s in layers
+        ]
+        return html.table(["layer", "kind", "mean", "std", "grad std", "dead", "saturated"], rows)
+
+    def _meta_section(self, html) -> Any:
+        section = html.Section("About this run")
+        keep = [(k, v) for k, v in self.meta.items() if not isinstance(v, dict | list)]
+        rows = [(k, v if not isinstance(v, float) else f"{v:.4g}") for k, v in keep]
+        timings = self.meta.get("timings_s") or {}
+        section.body = html.table(["", ""], rows)
+        if timings:
+            section.add(
+                "<p class='muted'>time per check: "
+                + html.escape(", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
+                + "</p>"
+            )
+        return section
