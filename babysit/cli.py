@@ -234,7 +234,112 @@ def _preprocessed(splits, preprocess: str | None):
     return apply(train_set), apply(val_set)
 
 
-# [doctor command: added by the checkup work]
+DOCTOR_LOSSES = ("cross_entropy", "bce", "mse")
+
+
+def _doctor_targets(loss: str, splits, train_set, val_set):
+    """The loss, the number of model outputs, and the splits with targets in the form that
+    loss takes: class indices for cross_entropy; for bce one 0/1 column with 2 classes, else
+    one-hot rows (one sigmoid per class); one-hot rows for mse."""
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    if loss not in DOCTOR_LOSSES:
+        raise UsageError(f"unknown loss {loss!r}; choose one of {', '.join(DOCTOR_LOSSES)}")
+    classes = splits.classes
+    if loss == "cross_entropy":
+        return nn.CrossEntropyLoss(), classes, train_set, val_set
+    single = loss == "bce" and classes == 2
+
+    def encode(ds):
+        if ds is None:
+            return None
+        x, y = ds.tensors
+        if y.is_floating_point() or (y.numel() and (y.min() < 0 or y.max() >= classes)):
+            return ds  # leave labels the checkup will flag as they are
+        target = y.float()[:, None] if single else nn.functional.one_hot(y, classes).float()
+        return TensorDataset(x, target)
+
+    loss_fn = nn.BCEWithLogitsLoss() if loss == "bce" else nn.MSELoss()
+    del torch
+    return loss_fn, 1 if single else classes, encode(train_set), encode(val_set)
+
+
+@app.command()
+def doctor(
+    model: ModelOption = None,
+    data: DataOption = "digits",
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Learning rate to judge. Default: find one with a range test."),
+    ] = None,
+    optimizer: Annotated[
+        str,
+        typer.Option(help="The optimizer you will train with: sgd, momentum, nesterov, adam, "
+                     "adamw or rmsprop."),
+    ] = "sgd",
+    loss: Annotated[
+        str, typer.Option(help="cross_entropy (class labels), bce or mse (one-hot targets).")
+    ] = "cross_entropy",
+    preprocess: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit a transform on the training set first: standardize, mean_image, "
+            "per_channel_mean, zca or pca."
+        ),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick/--full",
+            help="--full adds a short real training run judged for over/underfitting.",
+        ),
+    ] = True,
+    out: Annotated[
+        str | None,
+        typer.Option(help="Folder for report.json, a self-contained report.html and plots."),
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout, no table.")
+    ] = False,
+    seed: SeedOption = 0,
+) -> None:
+    """Check a model and data before training: what is wrong, with numbers and a fix.
+
+    Exit code 0 when no finding is an error, 1 when one is, 2 for bad usage or input.
+    """
+    from babysit.checkup import checkup
+    from babysit.data import load_data
+    from babysit.report.terminal import stderr, stdout
+
+    splits = load_data(data, seed=seed, validate=False)  # NaN and bad labels become findings
+    train_set, val_set = _preprocessed(splits, preprocess)
+    loss_fn, outputs, train_set, val_set = _doctor_targets(loss, splits, train_set, val_set)
+    net = _model(model, splits.input_shape, outputs)
+    report = checkup(
+        net,
+        train_set,
+        val_data=val_set,
+        loss_fn=loss_fn,
+        lr=lr,
+        optimizer=optimizer,
+        quick=quick,
+        seed=seed,
+        progress=not json_output,
+    )
+    report.meta["model"] = f"{model or 'default MLP (2x100 ReLU, He)'}: {report.meta['model']}"
+    report.meta["data"] = data + (f" ({preprocess})" if preprocess else "")
+    if out is not None:
+        page = report.save(out)
+        stderr.print(f"report written to {page}", markup=False, highlight=False)
+    if json_output:
+        print(report.to_json())
+    else:
+        report.print(stdout)
+    if not report.ok:
+        raise typer.Exit(1)
+
 
 @app.command("search")
 def search_command(
@@ -325,9 +430,101 @@ def search_command(
         raise typer.Exit(1)
 
 
-# [lab command: added by the lab work]
+@app.command("lab")
+def lab_command(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Experiments to run: init, depth, activations, preprocess, batchnorm, "
+            "babysitting, search, lsuv; or all (the default).",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder for the HTML gallery (index.html) and one NAME.json per experiment; "
+            "results of other experiments already there are kept."
+        ),
+    ] = None,
+    scale: Annotated[
+        str,
+        typer.Option(
+            help="small: about a minute each on a CPU; full: the papers' settings where "
+            "feasible, on CUDA when present; tiny: seconds, a smoke test."
+        ),
+    ] = "small",
+    seed: Annotated[int, typer.Option(min=0, help="First seed; experiments use a few from it.")] = 0,
+    list_: Annotated[
+        bool, typer.Option("--list", help="Describe the experiments and run nothing.")
+    ] = False,
+) -> None:
+    """The lecture's experiments, reproduced: each states its claims and sources, measures them
+    and prints PASS/FAIL. Exit code 0 when every claim passes or is a documented known
+    exception (marked "FAIL (known)"), 1 when another claim fails."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-# [report command: added by the checkup work]
+    from babysit import lab
+    from babysit.report.lab import claims_table, experiments_table, summary_table
+    from babysit.report.terminal import stderr, stdout
+
+    chosen = lab.resolve(names or ["all"])
+    if list_:
+        experiments_table([lab.EXPERIMENTS[n] for n in chosen], stdout)
+        return
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[what]}"),
+        TimeElapsedColumn(),
+        console=stderr,
+    )
+    tasks: dict[str, int] = {}
+
+    def advance(name: str, done: int, total: int, what: str) -> None:
+        if name not in tasks:
+            tasks[name] = progress.add_task(name, total=total, what="")
+        progress.update(tasks[name], completed=done, total=total, what=what)
+
+    def finished(result) -> None:
+        progress.stop()
+        claims_table(result, stdout)
+        progress.start()
+
+    with progress:
+        results = lab.run(chosen, scale=scale, out=out, seed=seed, progress=advance,
+                          on_result=finished)
+    if len(results) > 1:
+        summary_table(results, stdout)
+    if out is not None:
+        from pathlib import Path
+
+        stderr.print(f"gallery written to {Path(out) / 'index.html'}", markup=False,
+                     highlight=False)
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("report")
+def report_command(
+    directory: Annotated[str, typer.Argument(help="A folder written by `babysit doctor --out`.")],
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout, no table.")
+    ] = False,
+) -> None:
+    """Re-render report.html and its plots from DIR/report.json alone, and print the findings."""
+    from babysit.report.report import Report
+    from babysit.report.terminal import stderr, stdout
+
+    report = Report.load(directory)
+    page = report.save(directory, write_json=False)
+    stderr.print(f"report written to {page}", markup=False, highlight=False)
+    if json_output:
+        print(report.to_json())
+    else:
+        report.print(stdout)
+
 
 
 def main(argv: list[str] | None = None) -> int:
