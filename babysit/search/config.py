@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from babysit.errors import ConfigError
-from babysit.search.objective import PREPROCESSING, check_hyperparameters
+from babysit.search.objective import PREPROCESSING, ModelObjective, check_hyperparameters
 from babysit.search.plan import Plan
 from babysit.search.space import LOG_BY_DEFAULT, Narrowing, parse_space, with_limits
 from babysit.search.stages import DEFAULT_STAGES, check_stages
@@ -74,10 +74,8 @@ class SearchConfig:
     plan: Plan
     path: Path | None = None
 
-    def objective(self):
+    def objective(self) -> ModelObjective:
         """The ModelObjective this config describes (loads the data)."""
-        from babysit.search.objective import ModelObjective
-
         return ModelObjective(self.data, self.model, self.fixed, self.preprocess, self.plan.seed)
 
 

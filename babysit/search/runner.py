@@ -16,7 +16,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial
@@ -27,6 +26,7 @@ from babysit.search.storage import HEARTBEAT_INTERVAL_S, StorageSpec, StudyLock
 from babysit.search.study import (
     POLL_S,
     SearchResult,
+    fail_trials_of,
     load_result,
     open_study,
     parent_watch,
@@ -113,14 +113,19 @@ def _run_workers(
     for process in processes:
         process.start()
     try:
-        seen = -1
+        seen: list = []
+        buried: set[int] = set()
         while any(p.is_alive() for p in processes):
             time.sleep(POLL_S)
+            for p in processes:  # a worker killed on its own (OOM killer): re-queue its trial
+                if p.exitcode is not None and p.exitcode != 0 and p.pid not in buried:
+                    buried.add(p.pid)
+                    fail_trials_of(study, p.pid)
             trials = study.get_trials(deepcopy=False)
-            signature = sum(t.state.value * (t.number + 1) for t in trials)
-            if progress and signature != seen:
+            states = [(t.number, t.state) for t in trials]
+            if progress and states != seen:
                 progress(trials)
-                seen = signature
+                seen = states
         if progress:
             progress(study.get_trials(deepcopy=False))
     except KeyboardInterrupt:
@@ -183,7 +188,3 @@ def _worker_main(
     except UsageError as e:
         print(f"babysit: worker {index}: error: {e}", file=sys.stderr)
         sys.exit(2)
-
-
-def default_out(config: SearchConfig) -> Path:
-    return Path("runs") / config.study

@@ -84,7 +84,7 @@ __all__ = [
 READY_ATTR = "babysit:ready"  # study user attribute: every stage's trials are queued
 RANGES_ATTR = "babysit:ranges:{stage}"  # study user attribute: the ranges a stage samples
 STEPS_ATTR = "steps"  # trial user attribute: training steps the trial took
-WORKER_ATTR = "worker"  # trial user attribute: HOST:PID of the process that ran it
+WORKER_ATTR = "worker"  # trial user attribute: HOST:PID of the process that runs it
 # How often an idle worker looks at the study while another worker finishes a stage.
 POLL_S = 0.5
 # How long a worker waits for the study's creator to queue its trials.
@@ -419,6 +419,7 @@ def _run_one(
     space: Space,
 ) -> FrozenTrial:
     trial = optuna.Trial(study, queued._trial_id)
+    trial.set_user_attr(WORKER_ATTR, worker_id())
     wrapper: Trial | None = None
     state, value = TrialState.COMPLETE, None
     with heartbeat(study, queued._trial_id):
@@ -429,7 +430,9 @@ def _run_one(
                 stage,
                 plan.stages[stage],
                 params,
-                study.pruner if isinstance(study.pruner, LossRatioPruner) else LossRatioPruner(),
+                study.pruner
+                if isinstance(study.pruner, LossRatioPruner)
+                else LossRatioPruner(plan.loss_ratio),
                 plan.metric,
             )
             result = objective(wrapper)
@@ -464,7 +467,6 @@ def _finish(
     state: TrialState,
     value: float | None,
 ) -> FrozenTrial:
-    trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
     if wrapper is not None:
         trial.set_user_attr(STEPS_ATTR, wrapper.steps_run)
     if state == TrialState.COMPLETE:
@@ -484,6 +486,26 @@ def load_result(study: optuna.Study) -> SearchResult:
     trials = study.get_trials(deepcopy=False)
     summaries = summarize_stages(plan.stages, plan.space, trials, plan.narrowing, plan.maximize)
     return SearchResult(study, plan, summaries)
+
+
+def worker_id(pid: int | None = None) -> str:
+    """HOST:PID, recorded on each trial when it starts (WORKER_ATTR)."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def fail_trials_of(study: optuna.Study, pid: int) -> list[int]:
+    """Fail and queue again the RUNNING trials of a local worker process known to be dead."""
+    owner = worker_id(pid)
+    orphans = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if t.user_attrs.get(WORKER_ATTR) == owner
+    ]
+    storage = study._storage  # noqa: SLF001
+    for t in orphans:
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        retry_later(study, storage.get_trial(t._trial_id))
+    return [t.number for t in orphans]
 
 
 def parent_watch() -> Callable[[], bool]:

@@ -232,3 +232,30 @@ def test_categorical_narrowing_restricts_what_later_stages_sample(tmp_path):
     kept = result.stages[1].space["act"].kept
     assert "relu" in kept and len(kept) < 4
     assert {t.params["act"] for t in result.trials if t.user_attrs["stage"] == 1} <= set(kept)
+
+
+def test_bs_search_is_callable_even_once_the_package_is_imported(tmp_path):
+    import babysit as bs
+    import babysit.search
+
+    assert bs.search is babysit.search  # the subpackage shadows the lazy function...
+    result = bs.search(peaked, SPACE, [Stage(2, epochs=1)], storage=_url(tmp_path))
+    assert result.stages[0].complete == 2  # ...and calling it runs the search
+
+
+def test_the_trial_of_a_dead_local_worker_is_queued_again(tmp_path):
+    from babysit.search.study import WORKER_ATTR, fail_trials_of, worker_id
+
+    url = _url(tmp_path)
+    search(peaked, SPACE, [Stage(1, epochs=1)], storage=url, study_name="w")
+    study = optuna.load_study(study_name="w", storage=url)
+    study.enqueue_trial({"lr": 0.5}, user_attrs={"stage": 0})
+    mine, theirs = study.ask(), study.ask()
+    mine.suggest_float("lr", 1e-6, 10.0, log=True)
+    mine.set_user_attr(WORKER_ATTR, worker_id(pid=4242))
+    theirs.set_user_attr(WORKER_ATTR, worker_id(pid=4243))
+    assert fail_trials_of(study, 4242) == [mine.number]
+    trials = study.get_trials()
+    assert trials[mine.number].state == TrialState.FAIL
+    assert trials[theirs.number].state == TrialState.RUNNING  # another worker's: untouched
+    assert trials[-1].state == TrialState.WAITING and trials[-1].params == {"lr": 0.5}
