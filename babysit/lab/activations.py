@@ -1,0 +1,242 @@
+"""activations: the lecture's seven activation functions trained on the same task and budget,
+each at the learning rate that makes it fastest: how many steps each needs to reach a target
+training error, and the mean of its activations.
+
+Claims from Krizhevsky, Sutskever & Hinton (NIPS 2012, Fig. 1: ReLU reaches 25% training error
+on CIFAR-10 six times faster than tanh), the lecture (sigmoid is the worst choice) and Clevert,
+Unterthiner & Hochreiter (ICLR 2016: ELU's mean activation is closer to zero, and it learns
+faster than ReLU). The network is the ELU paper's MNIST one (8 hidden layers of 128, He init,
+batch 64), on digits.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from babysit.lab.base import (
+    Claim,
+    Progress,
+    Result,
+    Ticker,
+    digits,
+    fmt,
+    seeds_for,
+    separated,
+    spread,
+)
+from babysit.lab.measure import ERROR_SAMPLE, Run, train_run, tune_lr
+from babysit.nn import mlp
+from babysit.probes import Hooks, select_layers
+
+NAME = "activations"
+TITLE = "Activation functions: speed to a target error, mean activation"
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "maxout")
+
+SETTINGS = {
+    "tiny": {"layers": 3, "width": 32, "budget": 150, "lrs": (0.01, 0.03), "seeds": 1},
+    # In a sweep over 1e-3..1e-1 (our measurement, one seed), 1e-3 and 3e-3 were slower than
+    # 1e-2 for every activation, and the slowest non-sigmoid net needed 170 steps: a
+    # 400-step budget leaves 2x margin. The sigmoid net did not learn at any rate up to 3.
+    "small": {
+        "layers": 8,
+        "width": 128,
+        "budget": 400,
+        "lrs": (1e-2, 3e-2, 1e-1),
+        "seeds": 3,
+    },
+    "full": {
+        "layers": 8,
+        "width": 128,
+        "budget": 2000,
+        "lrs": (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1),
+        "seeds": 10,
+    },
+}
+OPTIMIZER = "momentum"  # SGD with momentum 0.9, Krizhevsky et al.'s
+ERROR_EVERY = 5  # steps between two measurements of the training error
+
+# Krizhevsky et al. count epochs to 25% training error on CIFAR-10; digits is far easier (a
+# linear classifier gets ~4%), so 25% is reached in a handful of steps by every net. 2% is
+# stricter, as LAB_SOURCES.md advises, and still reached by the fast nets within 100 steps.
+TARGET_ERROR = 0.02
+# "Several times faster": at least 2x in median steps. Krizhevsky et al. measured 6x.
+SPEEDUP = 2.0
+
+
+def _mean_activations(model: nn.Module, x: torch.Tensor) -> list[float]:
+    """Mean output of each activation layer on `x`, in eval mode."""
+    chosen = [(n, m) for n, m in select_layers(model) if not isinstance(m, nn.Linear)]
+    means: dict[str, float] = {}
+
+    def keep(name: str, _module: nn.Module, output: torch.Tensor) -> None:
+        means[name] = float(output.mean())
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), Hooks(chosen, forward=keep):
+        model(x)
+    model.train(was_training)
+    return [means[n] for n, _ in chosen]
+
+
+def run(
+    scale: str = "small",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Progress | None = None,
+) -> Result:
+    s = SETTINGS[scale]
+    seeds = seeds_for(seed, s["seeds"])
+    tick = Ticker(len(ACTIVATIONS) * len(s["lrs"]) * len(seeds), progress)
+
+    def one_run(act: str, lr: float, seed_: int) -> Run:
+        train, _ = digits(seed_)
+        torch.manual_seed(seed_)
+        model = mlp(64, [s["width"]] * s["layers"], 10, act, "he").to(device)
+        result = train_run(
+            model,
+            train,
+            lr=lr,
+            budget=s["budget"],
+            target=TARGET_ERROR,
+            every=ERROR_EVERY,
+            optimizer=OPTIMIZER,
+            seed=seed_,
+            device=device,
+        )
+        tick(f"{act}, lr {lr:g}, seed {seed_}")
+        return result
+
+    chosen_lr: dict[str, float] = {}
+    tuning: dict[str, dict] = {}
+    steps: dict[str, list] = {}
+    curves: dict[str, dict] = {}
+    means: dict[str, list] = {}
+    for act in ACTIVATIONS:
+        lr, runs = tune_lr(lambda lr_, seed_, a=act: one_run(a, lr_, seed_), s["lrs"], seeds)
+        chosen_lr[act] = lr
+        tuning[act] = {f"{k:g}": [r.steps for r in rs] for k, rs in runs.items()}
+        chosen = runs[lr]
+        steps[act] = [r.steps for r in chosen]
+        curves[act] = {
+            "steps": [r.error_steps for r in chosen],
+            "errors": [r.errors for r in chosen],
+        }
+        means[act] = [
+            _mean_activations(r.model, digits(seed_)[0][0].to(device))
+            for r, seed_ in zip(chosen, seeds, strict=True)
+        ]
+
+    never = math.inf
+
+    def spread_of(act: str):
+        return spread([never if v is None else v for v in steps[act]])
+
+    def steps_text(act: str) -> str:
+        reached = sum(v is not None for v in steps[act])
+        suffix = "" if reached == len(seeds) else f" (reached in {reached}/{len(seeds)} seeds)"
+        return f"{act} {fmt(spread_of(act))}{suffix}"
+
+    relu, tanh = spread_of("relu"), spread_of("tanh")
+    ratio = tanh.median / relu.median if relu.median > 0 else math.nan
+    budget_text = f"within {s['budget']} steps, inf = never"
+    claims = [
+        Claim(
+            text=f"ReLU reaches {TARGET_ERROR:.0%} training error several times faster than tanh",
+            source="Krizhevsky et al., NIPS 2012, Fig. 1 (6x on CIFAR-10)",
+            expected=f"tanh / ReLU median steps >= {SPEEDUP:g}, ranges apart",
+            measured=f"steps {steps_text('relu')}; {steps_text('tanh')}; ratio {fmt(ratio)}",
+            passed=ratio >= SPEEDUP and separated(relu.values, tanh.values),
+            exception=(
+                "on digits an 8x128 tanh net, He-initialised with tanh's gain 5/3 and given "
+                "its own best learning rate, trains as fast as ReLU: digits is nearly linearly "
+                "separable and tanh is near-linear around 0. Krizhevsky et al.'s 6x is for a "
+                "4-layer conv net on CIFAR-10; seeing it needs that data and model "
+                "(load_data('cifar10:DIR'))."
+            ),
+            values={"ratio": ratio},
+        )
+    ]
+    sigmoid = spread_of("sigmoid")
+    others = [a for a in ACTIVATIONS if a != "sigmoid"]
+    claims.append(
+        Claim(
+            text="Sigmoid is the slowest of the seven",
+            source="CS231n Lecture 6; Glorot & Bengio, AISTATS 2010",
+            expected="sigmoid's steps above every other activation's, ranges apart",
+            measured=f"steps {steps_text('sigmoid')}; fastest other "
+            f"{min(spread_of(a).median for a in others):g}, slowest other "
+            f"{max(spread_of(a).median for a in others):g} ({budget_text})",
+            passed=all(separated(spread_of(a).values, sigmoid.values) for a in others),
+            values={"sigmoid_steps": sigmoid.median},
+        )
+    )
+    elu_mean = spread([sum(abs(m) for m in ms) / len(ms) for ms in means["elu"]])
+    relu_mean = spread([sum(abs(m) for m in ms) / len(ms) for ms in means["relu"]])
+    claims.append(
+        Claim(
+            text="ELU's mean activation is closer to zero than ReLU's",
+            source="Clevert et al., ICLR 2016, Sec. 3 and Fig. 2",
+            expected="mean over layers of |mean activation|: ELU < ReLU, ranges apart",
+            measured=f"ELU {fmt(elu_mean)}; ReLU {fmt(relu_mean)} (at the end of training)",
+            passed=separated(elu_mean.values, relu_mean.values),
+            values={"elu": elu_mean.median, "relu": relu_mean.median},
+        )
+    )
+    elu = spread_of("elu")
+    claims.append(
+        Claim(
+            text="ELU learns faster than ReLU",
+            source="Clevert et al., ICLR 2016, Fig. 2 (MNIST, curves)",
+            expected="ELU's steps to the target below ReLU's, ranges apart",
+            measured=f"steps {steps_text('elu')}; {steps_text('relu')}",
+            passed=separated(elu.values, relu.values),
+            exception=(
+                "on digits the fast activations all reach the target within a few dozen steps "
+                "and the difference is inside the seed spread; Clevert et al. show it on "
+                "MNIST curves over many epochs, so it needs a harder task or more seeds "
+                "(--scale full)."
+            ),
+            values={"elu": elu.median, "relu": relu.median},
+        )
+    )
+    table = [
+        {
+            "activation": act,
+            "lr": chosen_lr[act],
+            "steps": steps[act],
+            "median_steps": spread_of(act).median,
+            "mean_activation": [spread(col).median for col in zip(*means[act], strict=True)],
+        }
+        for act in ACTIVATIONS
+    ]
+    return Result(
+        name=NAME,
+        title=TITLE,
+        summary=(
+            "The same 8-layer MLP with each activation, each at its fastest learning rate: "
+            "steps to reach a strict training error. Sigmoid's deep net barely learns; the "
+            "ReLU family, ELU and Maxout learn quickly; ELU's units average closer to zero."
+        ),
+        setting=(
+            f"digits (standardized), MLP 64 -> {s['layers']} x {s['width']} -> 10 (Maxout: k=2), "
+            f"He init with each activation's gain, SGD momentum 0.9, batch 64, at most "
+            f"{s['budget']} steps; learning rate per activation from "
+            f"{', '.join(f'{v:g}' for v in s['lrs'])}: the one with the fewest median steps "
+            f"over seeds {seeds[0]}..{seeds[-1]}; median [min, max] over those seeds; "
+            f"training error on {ERROR_SAMPLE} training images every {ERROR_EVERY} steps"
+        ),
+        scale=scale,
+        seeds=seeds,
+        claims=claims,
+        data={
+            "target": TARGET_ERROR,
+            "budget": s["budget"],
+            "table": table,
+            "tuning": tuning,
+            "curves": curves,
+        },
+    )
