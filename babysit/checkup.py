@@ -619,16 +619,22 @@ def _suggestion_finding(
 
 
 def _annotate_data_finding(run: _Run, raw: dict[str, Any]) -> None:
-    """Add what the flagged inputs do to the first loss to the data finding's message."""
+    """Add what the flagged inputs do to the first loss to the data finding's message (the
+    scale one when both are flagged: scale is what inflates the logits)."""
     expected, loss = raw.get("expected"), raw.get("loss")
     if expected is None or loss is None or not math.isfinite(loss):
         return
-    for i, f in enumerate(run.findings):
-        if f.code in ("DATA_NOT_SCALED", "DATA_NOT_CENTERED") and f.severity == "warning":
-            run.findings[i] = replace(
-                f,
-                message=f"{f.message}; with these inputs the first loss is {loss:.3g} "
-                f"(expected {expected:.3g})",
-                evidence={**f.evidence, "initial_loss_as_given": loss, "expected": expected},
-            )
-            return
+    flagged = [
+        i
+        for code in ("DATA_NOT_SCALED", "DATA_NOT_CENTERED")
+        for i, f in enumerate(run.findings)
+        if f.code == code and f.severity == "warning"
+    ]
+    if flagged:
+        f = run.findings[flagged[0]]
+        run.findings[flagged[0]] = replace(
+            f,
+            message=f"{f.message}; with these inputs the first loss is {loss:.3g} "
+            f"(expected {expected:.3g})",
+            evidence={**f.evidence, "initial_loss_as_given": loss, "expected": expected},
+        )

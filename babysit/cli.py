@@ -241,7 +241,6 @@ def _doctor_targets(loss: str, splits, train_set, val_set):
     """The loss, the number of model outputs, and the splits with targets in the form that
     loss takes: class indices for cross_entropy; for bce one 0/1 column with 2 classes, else
     one-hot rows (one sigmoid per class); one-hot rows for mse."""
-    import torch
     from torch import nn
     from torch.utils.data import TensorDataset
 
@@ -262,7 +261,6 @@ def _doctor_targets(loss: str, splits, train_set, val_set):
         return TensorDataset(x, target)
 
     loss_fn = nn.BCEWithLogitsLoss() if loss == "bce" else nn.MSELoss()
-    del torch
     return loss_fn, 1 if single else classes, encode(train_set), encode(val_set)
 
 
@@ -286,7 +284,7 @@ def doctor(
         str | None,
         typer.Option(
             help="Fit a transform on the training set first: standardize, mean_image, "
-            "per_channel_mean, zca or pca."
+            "per_channel_mean, zca, pca, or none (the default: check the data as it is)."
         ),
     ] = None,
     quick: Annotated[
@@ -309,13 +307,20 @@ def doctor(
 
     Exit code 0 when no finding is an error, 1 when one is, 2 for bad usage or input.
     """
+    import os
+
+    import torch
+
     from babysit.checkup import checkup
     from babysit.data import load_data
     from babysit.report.terminal import stderr, stdout
 
+    if out is not None and os.path.exists(out) and not os.path.isdir(out):
+        raise UsageError(f"--out {out!r} is a file, not a directory; give a directory")
     splits = load_data(data, seed=seed, validate=False)  # NaN and bad labels become findings
-    train_set, val_set = _preprocessed(splits, preprocess)
+    train_set, val_set = _preprocessed(splits, None if preprocess == "none" else preprocess)
     loss_fn, outputs, train_set, val_set = _doctor_targets(loss, splits, train_set, val_set)
+    torch.manual_seed(seed)  # the model's initial weights, so that --seed repeats the checkup
     net = _model(model, splits.input_shape, outputs)
     report = checkup(
         net,
@@ -329,7 +334,7 @@ def doctor(
         progress=not json_output,
     )
     report.meta["model"] = f"{model or 'default MLP (2x100 ReLU, He)'}: {report.meta['model']}"
-    report.meta["data"] = data + (f" ({preprocess})" if preprocess else "")
+    report.meta["data"] = data + (f" ({preprocess})" if preprocess not in (None, "none") else "")
     if out is not None:
         page = report.save(out)
         stderr.print(f"report written to {page}", markup=False, highlight=False)

@@ -50,28 +50,35 @@ def activation_figure(layers: Sequence[dict], init: dict | None = None) -> Figur
     x = list(range(len(chosen)))
     fig = new_figure(10, 3.6)
     left, right = fig.subplots(1, 2)
-    left.plot(x, _finite([s["mean"] for s in chosen]), "o-", color=_BLUE, label="mean")
-    left.plot(x, _finite([s["std"] for s in chosen]), "s-", color=_ORANGE, label="std")
-    left.axhline(0, color=_GREY, lw=0.8)
-    left.set_title("activations at init, per layer")
+    means = _finite([s["mean"] for s in chosen])
+    stds = _finite([s["std"] for s in chosen])
+    positive = [v for v in stds if v > 0]
+    if positive and max(positive) / min(positive) > 50:
+        # Orders of magnitude apart (a collapse or a blow-up): a log axis, with |mean|.
+        left.semilogy(x, stds, "s-", color=_ORANGE, label="std")
+        left.semilogy(x, [abs(v) for v in means], "o--", color=_BLUE, label="|mean|")
+        left.set_title("activations at init, per layer (log)")
+    else:
+        left.plot(x, means, "o-", color=_BLUE, label="mean")
+        left.plot(x, stds, "s-", color=_ORANGE, label="std")
+        left.axhline(0, color=_GREY, lw=0.8)
+        left.set_title("activations at init, per layer")
     left.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
     left.legend(fontsize=8)
-    stds = [s["std"] for s in chosen if isinstance(s.get("std"), int | float) and s["std"] > 0]
-    if stds and max(stds) / min(stds) > 50:
-        left.set_yscale("symlog", linthresh=min(stds))
     depth = (init or {}).get("depth_layers")
     grads = (init or {}).get("grad_norm")
     if depth and grads and any(g for g in grads if g):
-        gx = list(range(len(depth)))
-        right.semilogy(gx, _finite(grads), "o-", color=_GREEN)
-        right.set_xticks(gx, [_short(n) for n in depth], rotation=45, ha="right", fontsize=8)
-        right.set_title("gradient norm per example, per layer")
+        gx, values, labels = list(range(len(depth))), grads, [_short(n) for n in depth]
     else:
-        values = [s.get("grad_std") for s in chosen]
-        if any(v for v in values):
-            right.semilogy(x, _finite(values), "o-", color=_GREEN)
-        right.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
-        right.set_title("gradient std per layer")
+        gx, values, labels = x, [s.get("grad_std") for s in chosen], names
+    positive = [v for v in _finite(values) if v > 0]
+    if positive:
+        right.semilogy(gx, _finite(values), "o-", color=_GREEN)
+        # At least four decades around the values, so that a flat line looks flat.
+        centre = math.sqrt(min(positive) * max(positive))
+        right.set_ylim(min(min(positive) / 3, centre / 100), max(max(positive) * 3, centre * 100))
+    right.set_xticks(gx, labels, rotation=45, ha="right", fontsize=8)
+    right.set_title("gradient w.r.t. each layer's output (log)")
     return fig
 
 

@@ -47,6 +47,12 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves a
     half-written file in place of a good one."""
@@ -54,6 +60,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -171,23 +178,24 @@ class Report:
     # --- terminal ------------------------------------------------------------------------
 
     def table(self):
-        """A rich Table: severity, code, layer, message, fix; errors first."""
+        """A rich Table, errors first: severity, code, layer, and what was found with its
+        fix underneath (plain text: messages are never read as rich markup)."""
         from rich.table import Table
+        from rich.text import Text
 
         counts = ", ".join(f"{n} {s}" for s, n in self.summary.items())
         table = Table(title=f"babysit checkup: {counts}", show_lines=True, expand=True)
         table.add_column("severity", no_wrap=True)
-        table.add_column("code", no_wrap=True, style="bold")
-        table.add_column("layer", no_wrap=True)
-        table.add_column("message", ratio=3)
-        table.add_column("fix", ratio=2)
+        table.add_column("code", overflow="fold", style="bold")
+        table.add_column("layer", overflow="fold")
+        table.add_column("finding and fix", ratio=1, overflow="fold")
         for f in self.by_severity():
+            body = Text(f.message)
+            if f.fix:
+                body.append("\nfix: ", style="bold green")
+                body.append(f.fix)
             table.add_row(
-                f"[{_SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
-                f.code,
-                f.layer or "",
-                f.message,
-                f.fix,
+                Text(f.severity, style=_SEVERITY_STYLE[f.severity]), f.code, f.layer or "", body
             )
         return table
 
@@ -221,7 +229,7 @@ class Report:
             figures[name] = png
             return html.image(png, alt, caption)
 
-        sections = [self._findings_section(html)]
+        sections = [self._findings_section(html), self._checks_section(html)]
         layers = m.get("layers") or []
         init_section = html.Section("Activations and gradients at init")
         init_section.body = (
@@ -235,8 +243,8 @@ class Report:
                 "activations.png",
                 plots.activation_figure(layers, m.get("init")),
                 "per-layer activation statistics",
-                "Left: mean and std of each layer's output. Right: the gradient "
-                "of the loss per example, per layer, log scale.",
+                "Left: mean and std of each layer's output. Right: the size of the loss's "
+                "gradient with respect to each layer's output (per example), log scale.",
             )
         )
         init_section.add(
@@ -341,10 +349,23 @@ class Report:
 
     def _meta_section(self, html) -> Any:
         section = html.Section("About this run")
-        keep = [(k, v) for k, v in self.meta.items() if not isinstance(v, dict | list)]
-        rows = [(k, v if not isinstance(v, float) else f"{v:.4g}") for k, v in keep]
+        shown = {
+            "model": self.meta.get("model"),
+            "data": self.meta.get("data"),
+            "loss": self.meta.get("loss"),
+            "optimizer": self.meta.get("optimizer"),
+            "learning rate": self.meta.get("lr") or "none given: found by the range test",
+            "mode": "quick" if self.meta.get("quick", True) else "full (with a training run)",
+            "seed": self.meta.get("seed"),
+            "device": self.meta.get("device"),
+            "versions": f"babysit {self.meta.get('babysit')}, torch {self.meta.get('torch')}",
+        }
+        duration = self.meta.get("duration_s")
+        if isinstance(duration, int | float):
+            shown["duration"] = f"{duration:.1f} s"
+        rows = [(k, str(v)) for k, v in shown.items() if v is not None]
+        section.body = html.table(["setting", "value"], rows)
         timings = self.meta.get("timings_s") or {}
-        section.body = html.table(["", ""], rows)
         if timings:
             section.add(
                 "<p class='muted'>time per check: "
@@ -352,3 +373,154 @@ class Report:
                 + "</p>"
             )
         return section
+
+    def _checks_section(self, html) -> Any:
+        """One row per check: what it measured against what it expects, and the codes it
+        raised (read from the findings; the report does not judge)."""
+        section = html.Section("What was checked")
+        raised: dict[str, list[str]] = {}
+        for f in self.findings:
+            raised.setdefault(_STEP_OF_CODE.get(f.code, ""), []).append(f.code)
+        rows = []
+        for step, title, describe in _CHECK_ROWS:
+            measured = describe(self.measurements)
+            if measured is None:
+                continue
+            codes = list(dict.fromkeys(raised.get(step, [])))
+            flagged = ", ".join(f"<code>{html.escape(c)}</code>" for c in codes)
+            status = flagged or '<span class="pass">ok</span>'
+            rows.append((html.escape(title), html.escape(measured), status))
+        section.body = html.table(["check", "measured (expected)", "findings"], rows, raw=True)
+        return section
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    return "?" if not isinstance(value, int | float) else format(value, spec)
+
+
+def _describe_data(m: dict) -> str | None:
+    d = m.get("data")
+    if not d or "offset_ratio" not in d:
+        return None
+    return (
+        f"mean/spread ratio {_fmt(d['offset_ratio'], '.2f')} (<= 0.5); feature std "
+        f"{_fmt(d['std_rms'])} (0.1..3); values {_fmt(d.get('min'))}..{_fmt(d.get('max'))}"
+    )
+
+
+def _describe_init(m: dict) -> str | None:
+    i = m.get("init")
+    if i is None:
+        return None
+    if "forward_change" not in i:
+        return f"{len(m.get('layers') or [])} layers measured; too shallow to judge depth"
+    return (
+        f"activation std x{_fmt(i['forward_change'])} over depth (within 10x), gradient "
+        f"norm x{_fmt(i['backward_change'])} (within 100x)"
+    )
+
+
+def _describe_initial_loss(m: dict) -> str | None:
+    i = m.get("initial_loss")
+    if not i or i.get("loss") is None:
+        return None
+    if i.get("output_scale") is not None:
+        return f"outputs {_fmt(i['output_scale'])}x the targets' rms (<= 5x)"
+    if i.get("expected") is None:
+        return f"{_fmt(i['loss'])} (no reference for this loss)"
+    return f"{_fmt(i['loss'])} (uninformed {_fmt(i['expected'])}, ratio within 2.5x)"
+
+
+def _describe_overfit(m: dict) -> str | None:
+    o = m.get("overfit")
+    if not o or o.get("final_loss") is None:
+        return None
+    acc = o.get("final_accuracy")
+    acc_text = f"accuracy {acc:.0%}, " if isinstance(acc, int | float) else ""
+    return (
+        f"{acc_text}loss {_fmt(o['initial_loss'])} -> "
+        f"{_fmt(o['final_loss'])} (100% and near 0)"
+    )
+
+
+def _describe_learnable(m: dict) -> str | None:
+    le = m.get("learnable")
+    if not le or le.get("held_out_accuracy") is None:
+        return None
+    return (
+        f"held-out accuracy {le['held_out_accuracy']:.0%} (chance {le['chance']:.0%}; must beat it)"
+    )
+
+
+def _describe_regularization(m: dict) -> str | None:
+    r = m.get("regularization")
+    if not r or r.get("rise") is None:
+        return None
+    return (
+        f"fitted loss {_fmt(r['plain']['loss'])} -> {_fmt(r['decayed']['loss'])} with weight "
+        f"decay (must rise)"
+    )
+
+
+def _describe_lr(m: dict) -> str | None:
+    lr = m.get("lr") or {}
+    rng = m.get("lr_range") or {}
+    if not rng and not lr:
+        return None
+    parts = []
+    if rng.get("low") is not None:
+        parts.append(f"usable {_fmt(rng['low'], '.2g')}..{_fmt(rng['high'], '.2g')}")
+    run = lr.get("run") or {}
+    if run:
+        ratios = [v for v in (run.get("update_ratios") or {}).values() if v is not None]
+        parts.append(
+            f"at {_fmt(run.get('lr'), '.2g')}: loss {_fmt(run.get('first_loss'))} -> "
+            f"{_fmt(run.get('last_loss'))}"
+            + (f", update ratios {min(ratios):.1e}..{max(ratios):.1e} (~1e-3)" if ratios else "")
+        )
+    return "; ".join(parts) or None
+
+
+def _describe_training(m: dict) -> str | None:
+    t = m.get("training") or {}
+    if t.get("train_accuracy") is None:
+        return None
+    linear = t.get("linear_val_accuracy")
+    return (
+        f"train {t['train_accuracy']:.1%}, val {t['val_accuracy']:.1%} (gap <= 10%"
+        + (f"; train >= linear {linear:.1%} - 2%" if linear is not None else "")
+        + ")"
+    )
+
+
+_CHECK_ROWS = (
+    ("data", "data audit", _describe_data),
+    ("init", "init audit", _describe_init),
+    ("initial_loss", "initial loss", _describe_initial_loss),
+    ("overfit", "overfit 20 examples", _describe_overfit),
+    ("learnable", "labels learnable", _describe_learnable),
+    ("regularization", "regularization", _describe_regularization),
+    ("lr", "learning rate", _describe_lr),
+    ("training", "training run", _describe_training),
+)
+_STEP_OF_CODE = {
+    "DATA_NONFINITE": "data",
+    "LABELS_INVALID": "data",
+    "DATA_NOT_CENTERED": "data",
+    "DATA_NOT_SCALED": "data",
+    "INIT_VANISHING": "init",
+    "INIT_EXPLODING": "init",
+    "INIT_SATURATED": "init",
+    "INIT_SYMMETRIC": "init",
+    "DEAD_UNITS": "init",
+    "INIT_LOSS_MISMATCH": "initial_loss",
+    "CANNOT_OVERFIT": "overfit",
+    "LABELS_UNLEARNABLE": "learnable",
+    "REG_NO_EFFECT": "regularization",
+    "LR_TOO_LOW": "lr",
+    "LR_TOO_HIGH": "lr",
+    "UPDATE_RATIO_LOW": "lr",
+    "UPDATE_RATIO_HIGH": "lr",
+    "OVERFITTING": "training",
+    "UNDERFITTING": "training",
+}
