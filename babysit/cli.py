@@ -505,8 +505,12 @@ def lab_command(
     if out is not None:
         from pathlib import Path
 
-        stderr.print(f"gallery written to {Path(out) / 'index.html'}", markup=False,
-                     highlight=False)
+        stderr.print(
+            f"gallery written to {Path(out) / 'index.html'}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,  # a path to copy, on one line
+        )
     if not all(r.ok for r in results):
         raise typer.Exit(1)
 
