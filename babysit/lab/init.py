@@ -24,7 +24,7 @@ INITS = ("small", "large", "xavier", "he")
 
 # The lecture's setting: D = randn(1000, 500), 10 hidden layers of 500 units.
 SETTINGS = {
-    "tiny": {"examples": 200, "width": 100, "layers": 10, "seeds": 1},
+    "tiny": {"examples": 200, "width": 200, "layers": 10, "seeds": 1},
     "small": {"examples": 1000, "width": 500, "layers": 10, "seeds": 3},
     "full": {"examples": 1000, "width": 500, "layers": 10, "seeds": 10},
 }

@@ -38,7 +38,7 @@ TITLE = "Random vs grid search, and coarse-to-fine"
 SOURCE = "Bergstra & Bengio, JMLR 2012, Fig. 1"
 
 SETTINGS = {
-    "tiny": {"placements": 500, "repeats": 1, "epochs": 1, "stage_trials": (6, 4), "studies": 1},
+    "tiny": {"placements": 2000, "repeats": 1, "epochs": 1, "stage_trials": (4, 3), "studies": 1},
     "small": {
         "placements": 10_000,
         "repeats": 8,
