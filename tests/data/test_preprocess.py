@@ -212,6 +212,16 @@ def test_float32_streaming_covariance_is_close_to_the_float64_reference():
     np.testing.assert_allclose(fitted.mean_.numpy(), x.astype(np.float64).mean(0), rtol=1e-9)
 
 
+def test_covariance_over_several_column_blocks_and_buffers_matches_numpy():
+    # 600 features: the upper triangle of X^T X comes in 3 column blocks, and 2500 rows in
+    # batches of 300 fill the product buffer several times.
+    x = _correlated(2500, 600, seed=3)
+    fitted = Whiten(kind="pca", eps=0).fit(_loader(x, batch_size=300))
+    components = fitted.components_.numpy()
+    covariance = components.T @ np.diag(fitted.explained_variance_.numpy()) @ components
+    np.testing.assert_allclose(covariance, np.cov(x, rowvar=False), atol=1e-8)
+
+
 def test_shifted_accumulation_keeps_the_variance_of_data_far_from_zero():
     # mean 1e8, std 1: E[x^2] - E[x]^2 in float64 would lose every digit of the variance.
     x = np.random.default_rng(0).normal(size=(2000, 3)) + 1e8
