@@ -49,6 +49,13 @@ from babysit.train import OPTIMIZERS
 __all__ = ["Budget", "checkup"]
 
 
+# The checkup runs many small training steps, where torch's intra-op threads cost more than
+# they gain. Measured on this project's shared 2-core machine (load 6-7): 300 Adam steps of
+# a 64-64-10 MLP take 1.8 s with 1 thread and 20 s with 2; the default `babysit doctor`
+# 16 s wall with 1 thread, 54 s with 2 (bench/doctor_time.py, median of 3 paired rounds).
+CHECKUP_THREADS = 1
+
+
 @dataclass(frozen=True)
 class Budget:
     """How much work each step may do. The defaults keep `babysit doctor` on digits within
@@ -279,6 +286,7 @@ def checkup(
     seed: int = 0,
     budget: Budget | None = None,
     progress: bool = False,
+    threads: int | None = CHECKUP_THREADS,
 ) -> Report:
     """Check `model` on `data` (a Dataset of (x, y) or an (X, y) pair) before training.
 
@@ -286,14 +294,36 @@ def checkup(
     recognised and the checks adapt, others make the label checks step aside. `lr=None`
     finds one with the range test; a given `lr` is judged. `optimizer` names the one you
     will train with (sgd, momentum, nesterov, adam, adamw, rmsprop). `quick=False` with
-    `val_data` adds a short real training run. Raises UsageError for unusable input (a
-    model that fails on the data, a loss that fails on its output); everything the checks
-    find is in the returned Report.
+    `val_data` adds a short real training run. `threads` sets torch's intra-op threads while
+    the checkup runs (restored after; None leaves them). Raises UsageError for unusable
+    input (a model that fails on the data, a loss that fails on its output); everything the
+    checks find is in the returned Report.
     """
     _validate(model, optimizer, lr, seed)
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise UsageError(f"threads must be a positive integer or None, got {threads!r}")
     budget = budget or Budget()
     started = time.perf_counter()
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        report = _checkup(
+            model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget, progress, devices
+        )
+    finally:
+        torch.set_num_threads(saved_threads)
+    report.meta["duration_s"] = time.perf_counter() - started
+    report.meta["threads"] = threads or saved_threads
+    return report
+
+
+def _checkup(
+    model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget, progress, devices
+) -> Report:
     with torch.random.fork_rng(devices=devices), _Progress(progress) as bar:
         torch.manual_seed(seed)
         run = _Run(bar)
@@ -331,7 +361,6 @@ def checkup(
         "device": str(device),
         "torch": torch.__version__,
         "babysit": _version(),
-        "duration_s": time.perf_counter() - started,
         "timings_s": run.timings,
     }
     return Report(run.findings, run.measurements, meta)

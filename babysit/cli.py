@@ -302,6 +302,13 @@ def doctor(
         bool, typer.Option("--json", help="Print the report as JSON on stdout, no table.")
     ] = False,
     seed: SeedOption = 0,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="torch threads while checking (1 is fastest for the checkup's small steps).",
+        ),
+    ] = 1,
 ) -> None:
     """Check a model and data before training: what is wrong, with numbers and a fix.
 
@@ -332,6 +339,7 @@ def doctor(
         quick=quick,
         seed=seed,
         progress=not json_output,
+        threads=threads,
     )
     report.meta["model"] = f"{model or 'default MLP (2x100 ReLU, He)'}: {report.meta['model']}"
     report.meta["data"] = data + (f" ({preprocess})" if preprocess not in (None, "none") else "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -695,7 +696,27 @@ def audit_init(
         measurement.update({"forward_change": forward, "backward_change": backward})
         findings += _depth_findings(names, stds, grads, forward, backward, nonfinite, family, note)
     findings += _saturation_findings(stats, trace, note)
-    findings += _dead_findings(stats, trace, note)
+    dead = _dead_findings(stats, trace, note)
+    collapse = next(
+        (
+            i
+            for i, f in enumerate(findings)
+            if f.code == "INIT_VANISHING" and "std goes" in f.message
+        ),
+        None,
+    )
+    if dead and collapse is not None:
+        # A collapsed signal no longer depends on the example, so each unit's sign is fixed
+        # and about half the ReLUs look dead: a symptom of the collapse, not a second cause.
+        f = findings[collapse]
+        findings[collapse] = replace(
+            f,
+            message=f"{f.message}; as a result {dead[0].evidence['layers'][0]} and other layers "
+            f"have dead units (up to {max(dead[0].evidence['dead_fraction']):.0%})",
+            evidence={**f.evidence, "dead": dead[0].evidence},
+        )
+        dead = []
+    findings += dead
     return findings, measurement
 
 

@@ -1,0 +1,190 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from babysit.checks.sanity import (
+    INIT_LOSS_RATIO_MAX,
+    OVERFIT_EXAMPLES,
+    check_initial_loss,
+    check_learnable,
+    check_overfit,
+    check_regularization,
+)
+from babysit.checks.task import task_for
+from babysit.nn import mlp
+
+CE = task_for(None)
+
+
+def _model(hidden=(64, 64), **kw):
+    torch.manual_seed(0)
+    return mlp(64, list(hidden), 10, **kw)
+
+
+# --- initial loss -------------------------------------------------------------------------
+
+
+def test_small_last_layer_starts_at_ln_c(digits_std):
+    x, y = digits_std
+    model = _model(init="small")
+    findings, m = check_initial_loss(model, x[:512], y[:512], CE)
+    assert findings == []
+    assert m["expected"] == pytest.approx(math.log(10))
+    # With 0.01 * randn weights the logits are ~0, so the loss is ln(10) (CS231n's 2.302).
+    assert m["loss"] == pytest.approx(math.log(10), abs=1e-3)
+
+
+def test_an_oversized_last_layer_is_a_mismatch(digits_std):
+    x, y = digits_std
+    model = _model()
+    with torch.no_grad():
+        model.logits.weight.mul_(20)
+    findings, m = check_initial_loss(model, x[:512], y[:512], CE)
+    assert [f.code for f in findings] == ["INIT_LOSS_MISMATCH"]
+    assert m["ratio"] > INIT_LOSS_RATIO_MAX
+    assert "ln(10) = 2.303" in findings[0].message
+
+
+def test_bce_starts_at_ln_2(digits_std):
+    x, y = digits_std
+    keep = y < 2
+    torch.manual_seed(0)
+    model = mlp(64, [32], 1, init="small")
+    task = task_for(nn.BCEWithLogitsLoss())
+    findings, m = check_initial_loss(model, x[keep], y[keep].float()[:, None], task)
+    assert findings == [] and m["expected"] == pytest.approx(math.log(2))
+
+
+def test_regression_compares_output_and_target_scales():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 8, generator=g), torch.randn(256, 1, generator=g)
+    torch.manual_seed(0)
+    model = mlp(8, [32], 1)
+    task = task_for(nn.MSELoss())
+    assert check_initial_loss(model, x, y, task)[0] == []
+    with torch.no_grad():
+        model.logits.weight.mul_(50)
+    findings, m = check_initial_loss(model, x, y, task)
+    assert [f.code for f in findings] == ["INIT_LOSS_MISMATCH"]
+    assert m["output_scale"] == pytest.approx(m["output_rms"] / m["target_rms"])
+
+
+def test_a_model_that_computes_nan_is_reported(digits_std):
+    x, y = digits_std
+
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, x):
+            return torch.log(self.fc(x.flatten(1)) - 1e6)  # log of a negative number
+
+    findings, _ = check_initial_loss(Broken(), x[:64], y[:64], CE)
+    assert [(f.code, f.severity) for f in findings] == [("NAN_LOSS", "error")]
+
+
+def test_an_unknown_loss_steps_aside(digits_std):
+    x, y = digits_std
+    task = task_for(lambda out, t: out.pow(2).mean())
+    findings, m = check_initial_loss(_model(), x[:64], y[:64], task)
+    assert findings == [] and "skipped" in m
+
+
+# --- overfit ------------------------------------------------------------------------------
+
+
+def test_a_healthy_mlp_memorises_20_examples_fast(digits_std):
+    x, y = digits_std
+    findings, m = check_overfit(_model(), x, y, CE, steps=300)
+    assert findings == [] and m["reached"]
+    assert m["examples"] == OVERFIT_EXAMPLES
+    assert m["final_accuracy"] == 1.0 and m["final_loss"] < 0.1 * m["initial_loss"]
+    assert len(m["runs"]) == 1  # the first learning rate sufficed
+
+
+def test_softmax_before_cross_entropy_cannot_overfit(digits_std):
+    x, y = digits_std
+    model = _model()
+    model.add_module("softmax", nn.Softmax(dim=1))
+    findings, m = check_overfit(model, x, y, CE, steps=150, hints=("OUTPUT_ACTIVATION",))
+    assert [(f.code, f.severity) for f in findings] == [("CANNOT_OVERFIT", "error")]
+    assert findings[0].fix.startswith("fix OUTPUT_ACTIVATION first")
+    # log-softmax of probabilities in [0, 1] keeps the loss above ln(1 + 9/e) ~ 1.46.
+    assert m["final_loss"] > math.log(1 + 9 / math.e) - 0.01
+
+
+def test_a_frozen_model_cannot_overfit(digits_std):
+    x, y = digits_std
+    model = _model().requires_grad_(False)
+    findings, _ = check_overfit(model, x, y, CE, steps=50)
+    assert [(f.code, f.severity) for f in findings] == [("CANNOT_OVERFIT", "error")]
+    assert "requires_grad" in findings[0].message
+
+
+def test_overfit_does_not_touch_the_model(digits_std):
+    x, y = digits_std
+    model = _model(dropout=0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check_overfit(model, x, y, CE, steps=30)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model[3].p == 0.5  # dropout switched off on the copy only
+
+
+# --- learnable labels ---------------------------------------------------------------------
+
+
+def test_true_labels_are_learnable(digits_std):
+    x, y = digits_std
+    findings, m = check_learnable(_model(), x, y, CE, steps=100, batch_size=64)
+    assert findings == [] and m["held_out_accuracy"] > 0.8
+
+
+def test_shuffled_labels_are_not(digits_std):
+    x, y = digits_std
+    y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(3))]
+    findings, m = check_learnable(_model((100, 100)), x, y, CE, steps=150, batch_size=64)
+    assert [(f.code, f.severity) for f in findings] == [("LABELS_UNLEARNABLE", "error")]
+    assert m["linear_held_out_accuracy"] <= m["chance"] + m["margin"]
+
+
+def test_learnable_steps_aside_for_regression():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(400, 8, generator=g), torch.randn(400, 1, generator=g)
+    findings, m = check_learnable(
+        mlp(8, [8], 1), x, y, task_for(nn.MSELoss()), steps=5, batch_size=64
+    )
+    assert findings == [] and "skipped" in m
+
+
+# --- regularization -----------------------------------------------------------------------
+
+
+def test_weight_decay_raises_the_fitted_loss(digits_std):
+    x, y = digits_std
+    findings, m = check_regularization(_model(), x, y, CE, steps=50)
+    assert findings == [] and m["rise"] > 0.1
+    assert m["decayed"]["weight_norm"] < m["plain"]["weight_norm"]
+
+
+class FixedGainClassifier(nn.Module):
+    """Weight-normalized logits with a fixed gain: shrinking W changes nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(64, 10, bias=False)
+
+    def forward(self, x):
+        w = self.fc.weight / self.fc.weight.norm(dim=1, keepdim=True)
+        return 10 * self.flatten(x) @ w.T / 8
+
+
+def test_decay_on_scale_free_weights_has_no_effect(digits_std):
+    x, y = digits_std
+    torch.manual_seed(0)
+    findings, m = check_regularization(FixedGainClassifier(), x, y, CE, steps=50)
+    assert [f.code for f in findings] == ["REG_NO_EFFECT"]
+    assert "shrank" in findings[0].message  # the weights shrank, the loss did not care
