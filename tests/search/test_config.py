@@ -17,8 +17,8 @@ def test_the_example_config_loads():
     assert config.data == "digits" and config.preprocess == "standardize"
     assert config.plan.space["lr"].log and config.plan.space["weight_decay"].log
     assert config.plan.stages == (
-        Stage(30, epochs=1),
-        Stage(10, epochs=4),
+        Stage(20, epochs=1),
+        Stage(15, epochs=4),
         Stage(4, epochs=12, pruner="median"),
     )
     assert config.fixed["optimizer"] == "momentum"

@@ -31,5 +31,5 @@ def test_the_config_shown_in_the_doc_is_valid(tmp_path):
     path = tmp_path / "doc.toml"
     path.write_text(toml)
     config = load_config(path)
-    assert [s.trials for s in config.plan.stages] == [40, 4]
+    assert [s.trials for s in config.plan.stages] == [20, 4]
     assert set(config.plan.space) == {"lr", "weight_decay", "width", "dropout", "activation"}

@@ -87,3 +87,14 @@ def test_the_cnn_builder_refuses_flat_data():
     objective = config.objective()
     with pytest.raises(UsageError, match="needs images"):
         objective.build(objective.hyperparameters({}))
+
+
+def test_a_stage_budget_in_steps_trains_exactly_that_many_steps(tmp_path):
+    objective = _config().objective()  # 240 training examples in batches of 16: 15 per epoch
+    result = search(
+        objective, {"lr": (1e-3, 1e-2)}, [Stage(1, steps=20)],
+        storage=f"sqlite:///{tmp_path}/s.db",
+    )  # fmt: skip
+    (trial,) = result.trials
+    assert trial.user_attrs[STEPS_ATTR] == 20
+    assert sorted(trial.intermediate_values) == [1, 2]  # a full epoch, then 5 steps of one
