@@ -21,7 +21,7 @@ from babysit.lab.base import (
     seeds_for,
     spread,
 )
-from babysit.lab.measure import train_run
+from babysit.lab.measure import ERROR_SAMPLE, train_run
 from babysit.nn import mlp
 from babysit.probes import activation_stats
 
@@ -157,7 +157,7 @@ def run(
         setting=(
             f"digits (standardized), MLP 64 -> {s['layers']} x {s['width']} ReLU -> 10, SGD "
             f"momentum 0.9, lr {s['lr']:g} (the paper's 1e-2 made He's run spike here), batch "
-            f"64, {s['budget']} steps; training error on the whole training split every "
+            f"64, {s['budget']} steps; training error on {ERROR_SAMPLE} training images every "
             f"{s['every']} steps; {len(seeds)} seeds (data split and init), median [min, max]"
         ),
         scale=scale,

@@ -213,9 +213,9 @@ def run(
         summary=(
             "One MLP trained on digits as they come (pixels 0..16), zero-centred, standardized "
             "and ZCA-whitened. Centring makes training several times faster; and for the same "
-            "trained function, a small random change of the weights moves the loss about "
-            "twice as much when the inputs are not centred: the lecture's picture of a "
-            "classifier on data far from the origin."
+            "trained function, a small random change of the weights moves the loss more when "
+            "the inputs are not centred: the lecture's picture of a classifier on data far "
+            "from the origin."
         ),
         setting=(
             f"digits, MLP 64 -> {' -> '.join(map(str, s['hidden']))} ReLU -> 10, He init, plain "

@@ -136,6 +136,7 @@ def _write_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a gallery is to share
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -147,6 +148,12 @@ def _json_number(value: object) -> object:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"cannot save a {type(value).__name__} in a lab result")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_results(out: str | Path, order: Sequence[str] = ()) -> list[Result]:
@@ -398,11 +405,11 @@ def _init_figures(data: dict) -> list[tuple[Figure, str]]:
         act, init = key.split("/")
         style = {"color": _COLORS[init], "ls": "-" if act == "tanh" else "--", "marker": "o"}
         label = f"{act}, {init}"
-        axes[0].plot(x, curve["mean"], label=label, ms=3, **style)
+        axes[0].plot(x, _finite([abs(m) for m in curve["mean"]]), label=label, ms=3, **style)
         axes[1].plot(x, _finite(curve["std"]), label=label, ms=3, **style)
         axes[2].plot(x, _finite(curve["grad"]), label=label, ms=3, **style)
-    axes[0].set(title="mean of each layer's output", xlabel="layer", ylabel="mean")
-    axes[0].set_yscale("symlog", linthresh=1e-3)
+    axes[0].set(title="|mean| of each layer's output", xlabel="layer", ylabel="|mean| (log scale)")
+    axes[0].set_yscale("log")
     axes[1].set(title="std of each layer's output", xlabel="layer", ylabel="std (log scale)")
     axes[1].set_yscale("log")
     axes[2].set(title="std of the gradient at each layer", xlabel="layer", ylabel="std (log scale)")
@@ -414,10 +421,10 @@ def _init_figures(data: dict) -> list[tuple[Figure, str]]:
     out = [
         (
             fig,
-            "Per-layer mean and std of the activations, and std of the back-propagated "
-            "gradient, at init (solid: tanh, dashed: ReLU). Small init collapses to zero; "
-            "Xavier keeps tanh's scale but loses ReLU's by 2x in variance per layer; He keeps "
-            "ReLU's; large init explodes ReLU and saturates tanh.",
+            "Per-layer |mean| and std of the activations, and std of the back-propagated "
+            "gradient, at init (solid: tanh, dashed: ReLU; tanh's means are ~0, noise). Small "
+            "init collapses to zero; Xavier keeps tanh's scale but loses ReLU's by 2x in "
+            "variance per layer; He keeps ReLU's; large init explodes ReLU and saturates tanh.",
         )
     ]
     for act in ("tanh", "relu"):
@@ -429,9 +436,11 @@ _HISTOGRAM_CAPTIONS = {
     "tanh": "tanh: histogram of each layer's outputs (columns: layers 1..10). 0.01 init: "
     "the spike at zero narrows layer after layer (note the x-axis range); 1.0 init: the mass "
     "piles up at -1 and +1; Xavier and He: spread over (-1, 1) at every layer.",
-    "relu": "ReLU: histogram of each layer's outputs, zeros excluded (about half are 0). "
-    "Read the x-axis range: it shrinks to ~0 with 0.01 init, grows ~15x per layer with 1.0, "
-    "shrinks by ~1.4x per layer with Xavier and stays put with He.",
+    "relu": "ReLU: histogram of each layer's outputs, zeros excluded (about half are 0). The "
+    "shape is the same everywhere (scaling a ReLU net's weights only rescales its outputs); "
+    "read the scale off the std and the x-axis range: it shrinks ~5x per layer to ~0 with "
+    "0.01 init, grows ~15x per layer with 1.0, shrinks ~1.4x per layer with Xavier and stays "
+    "put with He.",
 }
 
 
@@ -450,6 +459,16 @@ def _init_histograms(data: dict, act: str) -> Figure:
             if act == "relu":  # the zeros are half the mass and hide the rest
                 counts[0] = 0.0 if low >= 0 else counts[0]
             ax.stairs(counts, edges, fill=True, color=_COLORS[init], alpha=0.85)
+            std = data["curves"][f"{act}/{init}"]["std"][col]
+            ax.text(
+                0.97,
+                0.95,
+                f"std {std:.2g}",
+                transform=ax.transAxes,
+                ha="right",
+                va="top",
+                fontsize=6.5,
+            )
             ax.set_yticks([])
             ax.set_xticks([low, high])
             ax.tick_params(axis="x", labelsize=6)
@@ -510,7 +529,7 @@ def _depth_figures(data: dict) -> list[tuple[Figure, str]]:
     return [
         (
             fig,
-            "Left: training error on the whole training split (median over seeds, band: "
+            "Left: training error on 512 training images (median over seeds, band: "
             "min..max). Right: the norm of each layer's weight gradient at init; Xavier's are "
             "~2^-15 of He's at every layer, so its steps barely move the weights.",
         )

@@ -121,3 +121,12 @@ def test_fmt_numbers():
     assert fmt(12) == "12"
     assert fmt(None) == "-"
     assert fmt(float("nan")) == "nan"
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_every_scale_sets_the_same_knobs(name):
+    import importlib
+
+    settings = importlib.import_module(f"babysit.lab.{name}").SETTINGS
+    assert set(settings) == {"tiny", "small", "full"}
+    assert len({frozenset(s) for s in settings.values()}) == 1  # full runs the same code paths
