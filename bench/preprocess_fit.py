@@ -11,10 +11,12 @@ Both paths see the same seeded float32 data, generated chunk by chunk with the s
   copy to float64), np.linalg.eigh in float64, and the ZCA matrix U diag(1/sqrt(l+eps)) U^T.
 
 Each run is its own process (multiprocessing "spawn"), so that its peak resident memory
-(ru_maxrss) belongs to one path alone; both import torch, so their baselines match. The runs
-alternate (S, M, M, S, ...) and the medians are reported. NumPy uses OpenBLAS, torch uses its
-own BLAS (MKL on x86 wheels); OPENBLAS_CORETYPE, if set, is printed and applies to both runs
-alike (BENCHMARKS.md). Timings belong here, never in unit tests. Exits 0.
+(ru_maxrss) belongs to one path alone; both import torch, so their baselines match, and both
+are warmed up on a small fit first. The runs alternate (S, M, M, S, ...) and the medians are
+reported, with the CPU time of each (all threads), which a busy shared machine distorts less.
+NumPy uses OpenBLAS, torch its own BLAS (MKL on x86 wheels); OPENBLAS_CORETYPE, if set, is
+printed and applies to both runs alike (BENCHMARKS.md). Timings belong here, never in unit
+tests. Exits 0.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def _streaming(n: int, d: int, rows: int, seed: int, queue) -> None:
                 return
             yield torch.from_numpy(chunk)
 
+    Whiten(kind="zca").fit(torch.randn(256, 64))  # warm-up: first calls initialise MKL
     start_rss = _rss_mb()
     start, start_cpu = time.perf_counter(), time.process_time()
     zca = Whiten(kind="zca").fit(batches())
@@ -112,25 +115,33 @@ def _streaming(n: int, d: int, rows: int, seed: int, queue) -> None:
     )
 
 
+def _numpy_zca(x):
+    """The plain in-memory ZCA fit; centres x in place. Returns (eigenvalues, ZCA matrix)."""
+    import numpy as np
+
+    from babysit.data.preprocess import WHITEN_EPS
+
+    mean = x.mean(axis=0, dtype=np.float64)
+    x -= mean.astype(np.float32)
+    covariance = (x.T @ x).astype(np.float64) / (len(x) - 1)
+    values, vectors = np.linalg.eigh(covariance)
+    values = np.clip(values, 0, None)
+    return values, (vectors / np.sqrt(values + WHITEN_EPS)) @ vectors.T
+
+
 def _in_memory(n: int, d: int, rows: int, seed: int, queue) -> None:
     import tracemalloc
 
     import numpy as np
 
-    from babysit.data.preprocess import WHITEN_EPS
-
+    _numpy_zca(np.random.default_rng(0).normal(size=(256, 64)).astype(np.float32))  # warm-up
     start_rss = _rss_mb()
     tracemalloc.start()
     x = np.empty((n, d), dtype=np.float32)
     for index, chunk in enumerate(_chunks(n, d, rows, seed)):
         x[index * rows : index * rows + len(chunk)] = chunk
     start, start_cpu = time.perf_counter(), time.process_time()
-    mean = x.mean(axis=0, dtype=np.float64)
-    x -= mean.astype(np.float32)
-    covariance = (x.T @ x).astype(np.float64) / (n - 1)
-    values, vectors = np.linalg.eigh(covariance)
-    values = np.clip(values, 0, None)
-    whitening = (vectors / np.sqrt(values + WHITEN_EPS)) @ vectors.T
+    values, whitening = _numpy_zca(x)
     fit, fit_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     _, numpy_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -228,6 +239,8 @@ def main() -> int:
         f"agreement: top-5 eigenvalues max rel. diff {np.max(np.abs(top_s / top_m - 1)):.1e}, "
         f"trace of the ZCA matrix rel. diff {abs(trace_s / trace_m - 1):.1e}"
     )
+    paired = [s["fit_s"] / m["fit_s"] for s, m in zip(streaming, in_memory, strict=True)]
+    print(f"per-round ratios (streaming / in-memory): {', '.join(f'{r:.2f}' for r in paired)}")
     cpu_ratio = median(streaming, "cpu_s") / median(in_memory, "cpu_s")
     print(
         f"CPU time (all threads, median): streaming {median(streaming, 'cpu_s'):.2f} s, "
