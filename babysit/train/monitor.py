@@ -14,11 +14,12 @@ whose outputs (or gradients) first became non-finite, and a loss above `abort_fa
 first step's loss is flagged (CS231n notes, Part 3: "if the cost is ever > 3 * original
 cost, break out early"). It measures; judging the numbers is left to `babysit.checks`.
 
-Cost: the loss, per-layer min/max of the outputs and gradients (for the non-finite guard)
-and the probe statistics stay on the device; they are read back once every `read_every`
-steps (default: `every`), so there is no host sync per step. Statistics are taken on the
-first `sample` examples of the batch (dead fractions on the whole batch). See
-bench/monitor_overhead.py for the measured cost at the defaults and at every=1.
+Cost: the loss, the min/max of the outputs and gradients of the non-activation layers
+(for the non-finite guard) and the probe statistics stay on the device; they are read back
+once every `read_every` steps (default: `every`), so there is no host sync per step.
+Statistics are taken on the first `sample` examples of the batch (dead fractions on the
+whole batch). See bench/monitor_overhead.py for the measured cost at the defaults and at
+every=1.
 
 History records, one per step, in order (`mon.history`, and one JSON object per line in
 `save_jsonl`). Non-finite numbers are stored as null.
@@ -45,7 +46,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
@@ -76,9 +78,11 @@ __all__ = [
     "load_history",
 ]
 
-# Probe cadence. Measured with bench/monitor_overhead.py (3-conv CNN, batch 128, 2-core CPU):
-# all probes every step cost more than the issue's 5% budget; every 10th step stays inside
-# it while still giving ~100 probe points per 1,000 steps, enough to plot a trend.
+# Probe cadence. Measured with bench/monitor_overhead.py --threads 1 (3-conv CNN, batch 128,
+# CPU time, so that the loaded shared machine does not blur it): all probes every step cost
+# 4-8% of a step, at the edge of the issue's 5% budget; every 10th step costs ~1% (the
+# per-step guard plus a tenth of the probes) and still gives 100 probe points per 1,000
+# steps, enough to plot a trend.
 DEFAULT_EVERY = 10
 # Examples per batch the statistics are taken on. BENCHMARKS.md: hooks taking mean, std,
 # histogram and dead fraction at every ReLU cost ~1.5x a step on the whole batch of 128,
@@ -109,7 +113,7 @@ class _Pending:
 
     step: int
     loss: Tensor
-    extremes: Tensor | None  # (2 * 2L,): min/max of each layer's output, then gradient
+    extremes: Tensor | None  # min/max of each guarded layer's output, then of its gradient
     metrics: dict[str, Any]
     probe: tuple[list[tuple[Any, int]], Tensor] | None  # (keys and sizes, packed values)
 
@@ -163,6 +167,10 @@ class Monitor(Callback):
         self.abort_factor = float(abort_factor)
         self.stop_on_abort = stop_on_abort
         self.log_dir = log_dir
+        if log_dir is not None:
+            from babysit.train.tensorboard import check_log_dir
+
+            check_log_dir(log_dir)
         try:
             self.layers = select_layers(model, layers)
         except ValueError as e:
@@ -170,6 +178,13 @@ class Monitor(Callback):
         self._names = [name for name, _ in self.layers]
         self._index = {name: i for i, name in enumerate(self._names)}
         self._infos = [activation_info(m) for _, m in self.layers]
+        # The non-finite guard checks, every step, the layers that can turn finite values
+        # into NaN/inf. A recognised activation cannot (its function and its derivative are
+        # finite on finite inputs), so it is checked only on probe steps; this halves the
+        # per-step work on a usual Linear/Conv -> activation net without losing precision.
+        guarded = [i for i, info in enumerate(self._infos) if info is None]
+        self._guarded = guarded if guarded else list(range(len(self.layers)))
+        self._is_guarded = [i in self._guarded for i in range(len(self.layers))]
 
         self.alerts: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
@@ -277,18 +292,30 @@ class Monitor(Callback):
         if not torch.is_grad_enabled() or not output.is_floating_point():
             return  # evaluation passes are not part of the training step
         i = self._index[name]
+        probing, guarded = self._probing, self._is_guarded[i]
         part = self._sampled(output)
-        extremes = _merge_extremes(self._output_extremes, i, part)
-        if self._probing and extremes is not None and (i, "moments") not in self._probe:
-            self._probe_layer(i, module, output, part, *extremes)
+        if part.numel() == 0 or not (probing or guarded):
+            return
+        with _serial(part):
+            low, high = torch.aminmax(part)  # NaN propagates through both: the finite check
+            if guarded:
+                _merge_extremes(self._output_extremes, i, low, high)
+            if probing and (i, "moments") not in self._probe:
+                self._probe_layer(i, module, output, part, low, high)
         if output.requires_grad:
             output.register_hook(partial(self._on_gradient, i))
 
     def _on_gradient(self, i: int, grad: Tensor) -> None:
         part = self._sampled(grad)
-        _merge_extremes(self._grad_extremes, i, part)
-        if self._probing and (i, "grad_std") not in self._probe and part.numel() > 1:
-            self._probe[i, "grad_std"] = _mean_std(part.float())[1]
+        if part.numel() == 0:
+            return
+        with _serial(part):
+            low, high = torch.aminmax(part)
+            if self._is_guarded[i]:
+                _merge_extremes(self._grad_extremes, i, low, high)
+            if self._probing and (i, "grad_extremes") not in self._probe:
+                self._probe[i, "grad_extremes"] = torch.stack([low, high])
+                self._probe[i, "grad_std"] = _mean_std(part.float())[1]
 
     def _probe_layer(
         self, i: int, module: nn.Module, output: Tensor, part: Tensor, low: Tensor, high: Tensor
@@ -303,7 +330,7 @@ class Monitor(Callback):
         self._probe[i, "moments"] = torch.stack([mean, std, low, high])
         if self.histograms:
             if info is not None and info.name in ("tanh", "sigmoid"):
-                low, high = (torch.tensor(v, device=x.device) for v in info.output_range)
+                low, high = (x.new_full((), v) for v in info.output_range)  # no H2D copy
             else:
                 wide = high > low  # a constant layer gets a unit-wide range, as activation_stats
                 low, high = torch.where(wide, low, low - 0.5), torch.where(wide, high, high + 0.5)
@@ -328,16 +355,18 @@ class Monitor(Callback):
     def _before_update(self, optimizer, args, kwargs) -> None:
         if not self._probing or self._before is not None or self._updated:
             return
-        self._probe_weight_grads()
-        self._before = [p.detach().clone() for _, p in self._params]
+        with _serial(self._params[0][1]):
+            self._probe_weight_grads()
+            self._before = [p.detach().clone() for _, p in self._params]
 
     def _after_update(self, optimizer, args, kwargs) -> None:
         if self._before is None or self._updated:
             return
         before, self._before, self._updated = self._before, None, True
-        ratios = update_ratios(before, [p.detach() for _, p in self._params])
-        norms = torch.stack([torch.linalg.vector_norm(b.float()) for b in before])
-        self._probe["update_ratios"] = torch.where(norms > 0, ratios, math.nan)
+        with _serial(before[0]):
+            ratios = update_ratios(before, [p.detach() for _, p in self._params])
+            norms = torch.stack([torch.linalg.vector_norm(b.float()) for b in before])
+            self._probe["update_ratios"] = torch.where(norms > 0, ratios, math.nan)
 
     # -- the user's calls ----------------------------------------------------------------------
 
@@ -438,15 +467,15 @@ class Monitor(Callback):
                 "Monitor.step was called on a detached Monitor; use it as `with Monitor(...) "
                 "as mon:` (or call mon.attach()) before the training loop"
             )
-        loss = _scalar(loss, "loss")
+        loss = _scalar(loss, "loss", self.model)
         for key, value in metrics.items():
             _check_metric(key, value)
         self._step += 1
-        if self._probing_done_step() and self.optimizer is None:
-            self._probe_weight_grads()
-        self._pending.append(
-            _Pending(self._step, loss.detach(), self._stack_extremes(loss), metrics, self._pack())
-        )
+        with _serial(loss):
+            if self._probing_done_step() and self.optimizer is None:
+                self._probe_weight_grads()
+            extremes, probe = self._stack_extremes(loss), self._pack()
+        self._pending.append(_Pending(self._step, loss.detach(), extremes, metrics, probe))
         self._reset_step()
         if self._step % self.read_every == 0:
             self._read_back()
@@ -456,7 +485,8 @@ class Monitor(Callback):
         return (self._step - 1) % self.every == 0
 
     def _stack_extremes(self, loss: Tensor) -> Tensor | None:
-        if not self.layers:
+        """[min, max] of each guarded layer's output, then of its gradient (0 if not seen)."""
+        if not self._guarded:
             return None
         if self._zero is None or self._zero.device != loss.device:
             self._zero = torch.zeros((), device=loss.device)
@@ -464,7 +494,7 @@ class Monitor(Callback):
         values = [
             v.float()
             for seen in (self._output_extremes, self._grad_extremes)
-            for i in range(len(self.layers))
+            for i in self._guarded
             for v in seen.get(i, pairs)
         ]
         return torch.stack(values)
@@ -480,7 +510,7 @@ class Monitor(Callback):
         pending, self._pending = self._pending, []
         if not pending:
             return
-        n = len(self.layers)
+        n = len(self._guarded)
         losses = torch.stack([p.loss.reshape(()).float() for p in pending])[:, None]
         if n:
             losses = torch.cat([losses, torch.stack([p.extremes for p in pending])], dim=1)
@@ -491,16 +521,16 @@ class Monitor(Callback):
             if "train_accuracy" in record and "val_accuracy" in record:
                 record["gap"] = _gap(record)
             extremes = row[1:]
-            bad_output = [not _all_finite(extremes[2 * i : 2 * i + 2]) for i in range(n)]
-            bad_grad = [not _all_finite(extremes[2 * (n + i) : 2 * (n + i) + 2]) for i in range(n)]
+            bad_output = [not _all_finite(extremes[2 * j : 2 * j + 2]) for j in range(n)]
+            bad_grad = [not _all_finite(extremes[2 * (n + j) : 2 * (n + j) + 2]) for j in range(n)]
             if item.probe is not None:
-                self._unpack_probe(record, item.probe, bad_output, bad_grad)
+                self._unpack_probe(record, item.probe)
             self._guard(record, row[0], bad_output, bad_grad)
             self._records.append(record)
             if self._writer is not None:
                 self._writer.write(record)
 
-    def _unpack_probe(self, record, probe, bad_output, bad_grad) -> None:
+    def _unpack_probe(self, record: dict[str, Any], probe) -> None:
         keys, packed = probe
         flat = packed.tolist()
         values: dict[Any, list[float]] = {}
@@ -513,18 +543,20 @@ class Monitor(Callback):
             if (i, "moments") not in values:
                 continue  # not run on this step
             info = self._infos[i]
+            moments = values[i, "moments"]
+            nonfinite = not _all_finite(moments[2:])  # min and max carry any NaN/inf
             layer = dict.fromkeys(_LAYER_FIELDS)
             layer.update(
                 name=name,
                 kind=type(module).__name__,
                 activation=info.name if info is not None else None,
                 depth=i,
-                nonfinite=bad_output[i],
+                nonfinite=nonfinite,
                 histogram=[],
-                grad_nonfinite=bad_grad[i],
+                grad_nonfinite=not _all_finite(values.get((i, "grad_extremes"), [])),
             )
-            if not bad_output[i]:  # the statistics of a sample holding NaN/inf mean nothing
-                mean, std, low, high = (_finite_or_none(v) for v in values[i, "moments"])
+            if not nonfinite:  # the statistics of a sample holding NaN/inf mean nothing
+                mean, std, low, high = (_finite_or_none(v) for v in moments)
                 layer.update(mean=mean, std=std, min=low, max=high)
                 if (i, "histogram") in values:
                     layer["histogram"] = [int(c) for c in values[i, "histogram"]]
@@ -550,14 +582,14 @@ class Monitor(Callback):
         step = record["step"]
         # The run of consecutive steps with a non-finite layer value: its first step is where
         # the trouble started (a NaN gradient at step k makes every output NaN from step k+1).
-        first_output = next((i for i, bad in enumerate(bad_output) if bad), None)
+        first_output = next((j for j, bad in enumerate(bad_output) if bad), None)
         # Backward runs from the loss towards the input: the first gradient to go non-finite
         # is the deepest one.
-        last_grad = next((i for i in reversed(range(len(bad_grad))) if bad_grad[i]), None)
+        last_grad = next((j for j in reversed(range(len(bad_grad))) if bad_grad[j]), None)
         if first_output is not None:
-            now = (step, self._names[first_output], "output")
+            now = (step, self._names[self._guarded[first_output]], "output")
         elif last_grad is not None:
-            now = (step, self._names[last_grad], "gradient")
+            now = (step, self._names[self._guarded[last_grad]], "gradient")
         else:
             now = None
         self._onset = None if now is None else (self._onset or now)
@@ -649,21 +681,33 @@ def _write_atomic(path: Path, text: str) -> Path:
     return path
 
 
+@contextmanager
+def _serial(x: Tensor) -> Iterator[None]:
+    """Run the Monitor's small reductions on one CPU thread. On a shared CPU, a parallel
+    region waits for every torch thread to be scheduled: measured here under load, the 90th
+    percentile of 3 sampled aminmax calls went from 52 ms with 2 threads to 0.46 ms with one.
+    Setting the thread count costs ~0.3 us; the user's own ops keep their threads."""
+    threads = torch.get_num_threads()
+    if x.device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _merge_extremes(
-    seen: dict[int, tuple[Tensor, Tensor]], i: int, x: Tensor
-) -> tuple[Tensor, Tensor] | None:
-    """Keep min and max of x (for the non-finite check: NaN propagates through both), merged
-    with an earlier pass through the layer in the same step (an accumulation, a closure);
-    return x's own min and max."""
-    if x.numel() == 0:
-        return None
-    low, high = torch.aminmax(x)
+    seen: dict[int, tuple[Tensor, Tensor]], i: int, low: Tensor, high: Tensor
+) -> None:
+    """Keep a layer's min and max for this step, merged with an earlier pass through it in
+    the same step (gradient accumulation, an optimizer closure)."""
     previous = seen.get(i)
     if previous is None:
         seen[i] = (low, high)
     else:
         seen[i] = (torch.minimum(previous[0], low), torch.maximum(previous[1], high))
-    return low, high
 
 
 def _mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -697,7 +741,8 @@ def _gap(record: dict[str, Any]) -> float | None:
     return None if train is None or val is None else train - val
 
 
-def _scalar(value: Tensor | float, what: str) -> Tensor:
+def _scalar(value: Tensor | float, what: str, model: nn.Module) -> Tensor:
+    """A 0-dim tensor; a Python number goes to the model's device, beside the statistics."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
             raise UsageError(
@@ -706,7 +751,8 @@ def _scalar(value: Tensor | float, what: str) -> Tensor:
             )
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return torch.tensor(float(value))
+        parameter = next(model.parameters(), None)
+        return torch.tensor(float(value), device=None if parameter is None else parameter.device)
     raise UsageError(f"{what} must be a tensor or a number, got {type(value).__name__}")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from babysit.errors import UsageError
 
-__all__ = ["TensorBoardLog"]
+__all__ = ["TensorBoardLog", "check_log_dir"]
 
 _LAYER_SCALARS = {
     "mean": "activation_mean",
@@ -27,20 +27,26 @@ _LAYER_SCALARS = {
 _NOT_SCALARS = frozenset({"step", "layers", "update_ratios", "alerts"})
 
 
+def check_log_dir(log_dir: str | os.PathLike) -> type:
+    """torch's SummaryWriter class, once tensorboard is known to be importable and `log_dir`
+    usable; a one-line UsageError otherwise."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UsageError(
+            "writing TensorBoard files needs the tensorboard package, which is not "
+            "installed; pip install 'babysit[tensorboard]' or leave log_dir unset"
+        ) from None
+    if os.path.isfile(log_dir):
+        raise UsageError(f"TensorBoard log_dir {str(log_dir)!r} is a file; give a directory")
+    return SummaryWriter
+
+
 class TensorBoardLog:
     """Writes Monitor records to `log_dir` as scalars, histograms and text."""
 
     def __init__(self, log_dir: str | os.PathLike):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise UsageError(
-                "writing TensorBoard files needs the tensorboard package, which is not "
-                "installed; pip install 'babysit[tensorboard]' or leave log_dir unset"
-            ) from None
-        if os.path.isfile(log_dir):
-            raise UsageError(f"TensorBoard log_dir {str(log_dir)!r} is a file; give a directory")
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = check_log_dir(log_dir)(log_dir=str(log_dir))
 
     def write(self, record: dict[str, Any]) -> None:
         step = record["step"]

@@ -2,6 +2,8 @@ import copy
 import json
 import math
 import re
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,6 +138,19 @@ def test_nan_injected_into_a_layer_output_is_reported_at_that_layer_and_step():
     assert record["step"] == 7 and record["loss"] is None and record["alerts"] == [alert]
 
 
+def test_a_probe_step_marks_non_finite_layers_and_drops_their_statistics():
+    model, (x, y) = _model(), _data()
+    model.fc2.register_forward_hook(_Poison(step=1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Monitor(model, opt) as mon:
+        _train(model, opt, mon, 1, x, y)
+    layers = {layer["name"]: layer for layer in mon.history[0]["layers"]}
+    assert [n for n, layer in layers.items() if layer["nonfinite"]] == ["fc2", "relu2", "logits"]
+    assert layers["relu2"]["mean"] is None and layers["relu2"]["histogram"] == []
+    assert layers["relu1"]["mean"] is not None and layers["relu1"]["histogram"]
+    assert all(layer["grad_nonfinite"] for layer in layers.values())  # from the NaN loss
+
+
 class _NanGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -202,7 +217,7 @@ def test_nan_outside_the_sample_is_found_only_when_the_whole_batch_is_checked():
 
 def test_nan_in_a_second_forward_of_the_same_step_is_still_caught():
     model, (x, y) = _model(), _data()
-    model.relu2.register_forward_hook(_Poison(step=4))  # 2 forwards a step: step 2, 2nd pass
+    model.fc2.register_forward_hook(_Poison(step=4))  # 2 forwards a step: step 2, 2nd pass
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with Monitor(model, opt, read_every=1) as mon:
         for _ in range(3):  # gradient accumulation over two half batches
@@ -215,7 +230,17 @@ def test_nan_in_a_second_forward_of_the_same_step_is_still_caught():
             opt.step()
             mon.step(total)
     (alert,) = mon.alerts
-    assert (alert["layer"], alert["onset_step"]) == ("relu2", 2)
+    assert (alert["layer"], alert["onset_step"]) == ("fc2", 2)
+
+
+def test_when_only_activations_are_watched_they_are_guarded_every_step():
+    model, (x, y) = _model(), _data()
+    model.relu2.register_forward_hook(_Poison(step=3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with Monitor(model, opt, layers=[nn.ReLU]) as mon:
+        _train(model, opt, mon, 4, x, y)
+    (alert,) = mon.alerts
+    assert (alert["layer"], alert["where"], alert["onset_step"]) == ("relu2", "output", 3)
 
 
 def test_loss_above_three_times_the_first_is_flagged_at_its_step():
@@ -422,3 +447,19 @@ def test_the_documented_example_runs(tmp_path, monkeypatch):
     mon = namespace["mon"]
     assert mon.stop_reason is None and mon.history[-1]["val_accuracy"] > 0.9
     assert load_history(tmp_path / "runs" / "digits" / "history.jsonl") == mon.history
+
+
+def test_log_dir_without_tensorboard_is_a_usage_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    with pytest.raises(UsageError, match=r"pip install 'babysit\[tensorboard\]'"):
+        Monitor(_model(), log_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_the_overhead_benchmark_runs_and_prints_its_ratios(capsys):
+    bench = runpy.run_path(str(Path(__file__).parents[2] / "bench" / "monitor_overhead.py"))
+    assert bench["main"](["--quick"]) == 0
+    out = capsys.readouterr().out
+    for key in ("overhead_ratio=", "overhead_ratio_every1=", "control_ratio=", "plain_step_ms="):
+        assert key in out
