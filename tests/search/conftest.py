@@ -14,8 +14,20 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Train tiny models on one thread: on a shared 2-core machine torch's thread pool fights
+    the other test worker and a digits epoch takes several times longer."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # A data set small enough that a 1-epoch trial takes a few milliseconds: 120 training
 # examples of 8 features in 3 classes -> 8 steps of 16 per epoch.
