@@ -45,7 +45,7 @@ __all__ = [
     "MAX_RETRIES",
     "StorageSpec",
     "StudyLock",
-    "heartbeat",
+    "Heartbeat",
     "open_storage",
     "resolve_storage",
     "retry_later",
@@ -123,9 +123,14 @@ def resolve_storage(url: str | None, out: Path | str, workers: int = 1) -> Stora
     raise UsageError(f"unknown storage URL {url!r}: use {_FORMS}")
 
 
-def open_storage(spec: StorageSpec, heartbeat_interval: int = HEARTBEAT_INTERVAL_S) -> BaseStorage:
+def open_storage(
+    spec: StorageSpec,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+    grace_period: int = HEARTBEAT_GRACE_S,
+) -> BaseStorage:
     """Connect to the storage, creating a local file (and its folder) if needed. A storage that
-    cannot be opened raises a UsageError before any study is touched."""
+    cannot be opened raises a UsageError before any study is touched. A shared database gets
+    a heartbeat every `heartbeat_interval` s; a trial silent for `grace_period` s is stale."""
     try:
         if spec.kind == "journal":
             spec.path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +140,7 @@ def open_storage(spec: StorageSpec, heartbeat_interval: int = HEARTBEAT_INTERVAL
             storage = RDBStorage(spec.url)
             _write_ahead_log(storage)
             return storage
-        return _shared_database(spec, heartbeat_interval)
+        return _shared_database(spec, heartbeat_interval, grace_period)
     except ImportError as e:
         driver = spec.url.split(":", 1)[0]
         hint = " (pip install 'babysit[postgres]')" if driver.startswith("postgres") else ""
@@ -167,7 +172,7 @@ def _with_driver(url: str) -> str:
     return url
 
 
-def _shared_database(spec: StorageSpec, heartbeat_interval: int) -> RDBStorage:
+def _shared_database(spec: StorageSpec, heartbeat_interval: int, grace_period: int) -> RDBStorage:
     url = _with_driver(spec.url)
     for attempt in range(CREATE_ATTEMPTS):
         try:
@@ -176,7 +181,7 @@ def _shared_database(spec: StorageSpec, heartbeat_interval: int) -> RDBStorage:
                 return RDBStorage(
                     url,
                     heartbeat_interval=heartbeat_interval,
-                    grace_period=max(HEARTBEAT_GRACE_S, 2 * heartbeat_interval),
+                    grace_period=grace_period,
                     heartbeat_stale_trial_callback=_retry_callback(),
                     engine_kwargs={"pool_pre_ping": True},
                 )
@@ -279,11 +284,12 @@ class StudyLock:
         self.release()
 
 
-class heartbeat:  # noqa: N801 - used like a function: `with heartbeat(study, trial_id):`
-    """While a trial runs on a storage with a heartbeat, record one every interval."""
+class Heartbeat:
+    """`with Heartbeat(study, trial_id):` while a trial runs on a storage with a heartbeat,
+    record one every interval (what Optuna's optimize loop does for its own trials)."""
 
     def __init__(self, study: optuna.Study, trial_id: int):
-        storage = study._storage  # noqa: SLF001 - Optuna's own optimize loop does the same
+        storage = study._storage  # Optuna's private handle: its optimize loop uses the same
         interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
         self._storage, self._trial_id, self._interval = storage, trial_id, interval
         self._stop = threading.Event()
@@ -295,7 +301,7 @@ class heartbeat:  # noqa: N801 - used like a function: `with heartbeat(study, tr
             if self._stop.wait(self._interval):
                 return
 
-    def __enter__(self) -> heartbeat:
+    def __enter__(self) -> Heartbeat:
         if self._interval:
             self._thread = threading.Thread(target=self._beat, daemon=True)
             self._thread.start()

@@ -58,9 +58,9 @@ from babysit.search.stages import (
 from babysit.search.storage import (
     HEARTBEAT_INTERVAL_S,
     MAX_RETRIES,
+    Heartbeat,
     StorageSpec,
     StudyLock,
-    heartbeat,
     open_storage,
     resolve_storage,
     retry_later,
@@ -326,7 +326,7 @@ def recover(study: optuna.Study, spec: StorageSpec) -> list[int]:
             if t.number not in stale_before
         )
     recovered = []
-    storage = study._storage  # noqa: SLF001 - the same handle Optuna's own recovery uses
+    storage = study._storage  # Optuna's private handle: fail_stale_trials uses the same
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         recovered.append(t.number)
@@ -397,7 +397,7 @@ def _claim(study: optuna.Study, trial: FrozenTrial) -> bool:
     """Optuna's atomic WAITING -> RUNNING transition (what `Study.ask` does for queued
     trials): False when another worker got there first."""
     try:
-        return study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING)  # noqa: SLF001
+        return study._storage.set_trial_state_values(trial._trial_id, TrialState.RUNNING)
     except optuna.exceptions.UpdateFinishedTrialError:
         return False
 
@@ -422,7 +422,7 @@ def _run_one(
     trial.set_user_attr(WORKER_ATTR, worker_id())
     wrapper: Trial | None = None
     state, value = TrialState.COMPLETE, None
-    with heartbeat(study, queued._trial_id):
+    with Heartbeat(study, queued._trial_id):
         try:
             params = {name: _suggest(trial, name, param) for name, param in space.items()}
             wrapper = Trial(
@@ -444,7 +444,7 @@ def _run_one(
             state, value = TrialState.PRUNED, None
         except BaseException:
             _finish(study, trial, wrapper, TrialState.FAIL, None)
-            retry_later(study, study._storage.get_trial(trial._trial_id))  # noqa: SLF001
+            retry_later(study, study._storage.get_trial(trial._trial_id))
             raise
     return _finish(study, trial, wrapper, state, value)
 
@@ -501,7 +501,7 @@ def fail_trials_of(study: optuna.Study, pid: int) -> list[int]:
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if t.user_attrs.get(WORKER_ATTR) == owner
     ]
-    storage = study._storage  # noqa: SLF001
+    storage = study._storage
     for t in orphans:
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         retry_later(study, storage.get_trial(t._trial_id))

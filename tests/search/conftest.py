@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -109,7 +110,10 @@ def postgres_url():
     if url:
         yield url
         return
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    found = sorted(  # the newest major version: 15 after 9.6
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: [int(n) for n in re.findall(r"\d+", Path(p).parts[-3])],
+    )
     if not found:
         pytest.skip(
             "PostgreSQL not installed: no /usr/lib/postgresql/*/bin/initdb "

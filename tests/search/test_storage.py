@@ -83,3 +83,39 @@ def test_the_study_lock_is_exclusive_then_shared(tmp_path):
         StudyLock(spec).acquire(exclusive=True)
     first.release()
     StudyLock(spec).acquire(exclusive=True).release()
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # from study.ask() in this test
+def test_on_a_shared_database_a_trial_whose_heartbeat_stopped_is_failed_and_queued_again(
+    tmp_path,
+):
+    """What happens when a machine dies mid-trial: its heartbeat stops, and the next worker
+    to look fails the trial and queues it again with its parameters (Optuna's heartbeat and
+    RetryHeartbeatStaleTrialCallback, as open_storage configures them). SQLite stands in for
+    PostgreSQL here: both are Optuna RDB storages."""
+    import time
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from babysit.search.storage import Heartbeat, StorageSpec
+    from babysit.search.study import recover
+
+    spec = StorageSpec(f"sqlite:///{tmp_path}/shared.db", "rdb")
+    study = optuna.create_study(storage=open_storage(spec, heartbeat_interval=1, grace_period=1))
+    study.enqueue_trial({"lr": 0.01}, user_attrs={"stage": 0})
+    dead = study.ask()  # the enqueued trial, now RUNNING
+    dead.suggest_float("lr", 1e-4, 1.0, log=True)
+    alive = study.ask()
+    with Heartbeat(study, dead._trial_id):
+        time.sleep(0.1)  # at least one beat, then the "machine" dies
+    with Heartbeat(study, alive._trial_id):
+        time.sleep(2.5)  # past the grace period of the dead one; this one keeps beating
+        assert recover(study, spec) == [dead.number]
+    trials = study.get_trials()
+    assert trials[dead.number].state == TrialState.FAIL
+    assert trials[alive.number].state == TrialState.RUNNING
+    retry = trials[-1]
+    assert retry.state == TrialState.WAITING
+    assert retry.params == {"lr": 0.01} and retry.user_attrs == {"stage": 0}
+    assert retry.system_attrs["failed_trial"] == dead.number
