@@ -467,7 +467,9 @@ def lab_command(
             "feasible, on CUDA when present; tiny: seconds, a smoke test."
         ),
     ] = "small",
-    seed: Annotated[int, typer.Option(min=0, help="First seed; experiments use a few from it.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="First seed; experiments use a few from it.")
+    ] = 0,
     list_: Annotated[
         bool, typer.Option("--list", help="Describe the experiments and run nothing.")
     ] = False,
@@ -506,8 +508,9 @@ def lab_command(
         progress.start()
 
     with progress:
-        results = lab.run(chosen, scale=scale, out=out, seed=seed, progress=advance,
-                          on_result=finished)
+        results = lab.run(
+            chosen, scale=scale, out=out, seed=seed, progress=advance, on_result=finished
+        )
     if len(results) > 1:
         summary_table(results, stdout)
     if out is not None:
