@@ -28,10 +28,15 @@ from babysit.lab.base import SCALES, Claim, Experiment, Result
 
 __all__ = ["EXPERIMENTS", "SCALES", "Claim", "Experiment", "Result", "resolve", "run"]
 
+
+def _first_paragraph(module) -> str:
+    """The module docstring's first paragraph, on one line, without the leading "NAME: "."""
+    text = " ".join(module.__doc__.split("\n\n")[0].split())
+    return text.removeprefix(f"{module.NAME}: ")
+
+
 EXPERIMENTS: dict[str, Experiment] = {
-    module.NAME: Experiment(
-        module.NAME, module.TITLE, module.run, " ".join(module.__doc__.split("\n\n")[0].split())
-    )
+    module.NAME: Experiment(module.NAME, module.TITLE, module.run, _first_paragraph(module))
     for module in (init, depth, activations, preprocess, batchnorm, babysitting, search, lsuv)
 }
 """Name -> experiment, in the order the lecture meets them."""

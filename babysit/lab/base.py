@@ -32,6 +32,7 @@ __all__ = [
     "Ticker",
     "digits",
     "fmt",
+    "seeds_for",
     "separated",
     "spread",
 ]

@@ -731,7 +731,8 @@ def _batchnorm_figures(data: dict) -> list[tuple[Figure, str]]:
             "The paper's Fig. 1 on digits. Left: validation error (median over seeds, band: "
             "min..max). Middle and right: the 15th, 50th and 85th percentiles of one unit's "
             "input to the last sigmoid layer over training (the unit whose drift is the "
-            "median one, first seed; same y axis): without BN it drifts, with BN it stays.",
+            "median one, first seed; same y axis): without BN the median wanders; with BN it "
+            "stays, while the spread widens as BN's scale is learnt.",
         )
     ]
     fig2 = new_figure(11, 3.6)

@@ -17,14 +17,15 @@ def test_tiny_run_tracks_percentiles_for_both_nets_and_climbs_the_ladder(tiny):
     assert set(result.data["ladder"]["bn"]) == {"0.3", "3"}
 
 
-def test_drift_is_the_largest_move_of_the_median_in_units_of_the_initial_spread():
+def test_drift_is_the_largest_move_of_the_median_in_units_of_the_widest_spread():
     # two units; (steps, [p15, p50, p85], units)
     values = [
         torch.tensor([[-1.0, -2.0], [0.0, 0.0], [1.0, 2.0]]),
         torch.tensor([[0.0, -2.0], [1.0, 0.5], [2.0, 2.0]]),
-        torch.tensor([[-1.5, -2.0], [-0.5, -1.0], [0.5, 2.0]]),
+        torch.tensor([[-1.5, -4.0], [-0.5, -1.0], [0.5, 4.0]]),
     ]
-    assert torch.allclose(_drift(values), torch.tensor([1.0 / 2.0, 1.0 / 4.0]))
+    # unit 0: median moved at most 1, widest spread 2; unit 1: moved 1, widest spread 8
+    assert torch.allclose(_drift(values), torch.tensor([1.0 / 2.0, 1.0 / 8.0]))
 
 
 def test_input_percentiles_match_quantiles_of_the_layer_and_leave_training_alone():
