@@ -103,11 +103,10 @@ def print_summary(result: SearchResult, console: Console = stdout) -> None:
     if best is None:
         console.print("[bold red]no trial completed[/]: nothing to recommend yet")
     else:
-        summary = Table(
-            title=f"best configuration (trial {best.number}, stage {stage_of(best) + 1})"
-        )
+        summary = Table(title="best configuration")
         summary.add_column("hyperparameter")
         summary.add_column("value", justify="right")
+        summary.add_row("trial", f"#{best.number}, stage {stage_of(best) + 1}")
         summary.add_row(plan.metric, f"{best.value:.4f}")
         for name, value in best.params.items():
             summary.add_row(name, _fmt(value))

@@ -57,7 +57,7 @@ TOP_MIN = 3
 # Padding added on each side of the top trials' [min, max], as a fraction of the old span (on
 # the axis). 10% keeps at least a fifth of the old span, and gives a top trial near an edge a
 # margin as wide as the boundary-warning margin below. Our choice; in our digits runs a 20-30
-# trial coarse stage over lr 1e-6..10 narrowed the 7 decades to 2-3.
+# trial coarse stage over lr 1e-6..10 narrowed the 7 decades to 2-4.
 PAD_FRACTION = 0.1
 # A best value closer than this fraction of the span to an edge of the range it was sampled
 # from raises a boundary warning: the optimum may lie outside (CS231n notes: "make sure the
