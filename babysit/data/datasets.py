@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from babysit.errors import DataError, UsageError
 
@@ -161,14 +161,23 @@ def as_tensors(data: object) -> tuple[Tensor, Tensor]:
                 f"y of shape {tuple(y.shape)}: pass X shaped (N, ...) and y shaped (N,)"
             )
         return x, y
+    if isinstance(data, IterableDataset) or (
+        isinstance(data, Dataset) and not hasattr(data, "__len__")
+    ):
+        raise UsageError(
+            f"{type(data).__name__} has no length, so its examples cannot be indexed: pass a "
+            f"map-style Dataset (with __len__ and __getitem__) or an (X, y) pair of tensors"
+        )
     if isinstance(data, (Dataset, Sequence)) and not isinstance(data, (str, bytes)):
         if len(data) == 0:
             raise UsageError("the data set is empty: pass at least one (x, y) example")
         items = [data[i] for i in range(len(data))]
-        if not all(isinstance(item, (tuple, list)) and len(item) >= 2 for item in items):
+        bad = [i for i, item in enumerate(items) if not isinstance(item, (tuple, list))]
+        bad += [i for i, item in enumerate(items) if i not in bad and len(item) < 2]
+        if bad:
             raise UsageError(
-                f"dataset items must be (x, y) pairs, got {type(items[0]).__name__} at index 0: "
-                f"make __getitem__ return (input, label)"
+                f"dataset items must be (x, y) pairs, got {type(items[bad[0]]).__name__} "
+                f"{items[bad[0]]!r:.40} at index {bad[0]}: make __getitem__ return (input, label)"
             )
         try:
             return (

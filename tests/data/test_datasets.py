@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from babysit.data import Splits, as_tensors, load_data
 from babysit.errors import DataError, UsageError
@@ -329,6 +329,11 @@ def test_splits_survive_pickling_with_their_attributes():
     assert torch.equal(restored.val.tensors[0], splits.val.tensors[0])
 
 
+class _Stream(IterableDataset):
+    def __iter__(self):
+        yield torch.zeros(2), 0
+
+
 class _Pairs(Dataset):
     def __len__(self):
         return 5
@@ -362,6 +367,8 @@ def test_as_tensors_reads_datasets_pairs_and_arrays():
         ({"x": 1}, "cannot read examples from a dict"),
         ((torch.zeros(3, 2), torch.zeros(4)), r"one label per example"),
         (TensorDataset(torch.zeros(3, 2)), "holds 1 tensor"),
+        (_Stream(), "_Stream has no length"),
+        ([(torch.zeros(2), 0), (torch.zeros(2),)], "at index 1"),
         ([torch.zeros(3), torch.zeros(3), torch.zeros(3)], "must be \\(x, y\\) pairs"),
     ],
 )
