@@ -133,7 +133,7 @@ class Experiment:
             raise UsageError(f"unknown lab scale {scale!r}; choose one of {', '.join(SCALES)}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise UsageError(f"lab seed must be an integer >= 0, got {seed!r}")
-        device = torch.device(device) if device is not None else _default_device(scale)
+        device = _device(device) if device is not None else _default_device(scale)
         wall, cpu = time.perf_counter(), time.process_time()
         with _cpu_threads(device):
             result = self.function(scale=scale, seed=seed, device=device, progress=progress)
@@ -141,6 +141,16 @@ class Experiment:
         result.seconds = time.perf_counter() - wall
         result.cpu_seconds = time.process_time() - cpu
         return result
+
+
+def _device(device: torch.device | str) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"unknown device {device!r}: use 'cpu' or 'cuda'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {str(device)!r} asked for, but CUDA is not available: use 'cpu'")
+    return device
 
 
 def _default_device(scale: str) -> torch.device:

@@ -438,7 +438,7 @@ _HISTOGRAM_CAPTIONS = {
     "piles up at -1 and +1; Xavier and He: spread over (-1, 1) at every layer.",
     "relu": "ReLU: histogram of each layer's outputs, zeros excluded (about half are 0). The "
     "shape is the same everywhere (scaling a ReLU net's weights only rescales its outputs); "
-    "read the scale off the std and the x-axis range: it shrinks ~5x per layer to ~0 with "
+    "read the scale off the std and the x-axis range: it shrinks ~6x per layer to ~0 with "
     "0.01 init, grows ~15x per layer with 1.0, shrinks ~1.4x per layer with Xavier and stays "
     "put with He.",
 }

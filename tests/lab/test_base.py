@@ -60,6 +60,11 @@ def test_experiment_rejects_a_bad_scale_or_seed_with_a_usage_error():
         experiment(scale="huge")
     with pytest.raises(UsageError, match="seed must be an integer >= 0, got -1"):
         experiment(seed=-1)
+    with pytest.raises(UsageError, match="unknown device 'gpu0'"):
+        experiment(device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            experiment(device="cuda")
 
 
 def test_experiment_records_time_and_device_and_restores_threads():
