@@ -74,17 +74,14 @@ OVERFIT_PROGRESS = 0.5
 # A copy of the model trained on part of the data, and a linear classifier, are scored on a
 # held-out part; labels that do not follow the inputs (shuffled apart from them) leave both
 # at chance. "At chance" = no more than LEARNABLE_Z binomial standard errors above the
-# majority-class rate. Measured on digits: shuffled labels 0.10-0.11 held-out (chance 0.12,
-# allowed up to 0.17); true labels 0.89-0.98 (model), 0.93 (linear); a saturated tanh net
-# 0.17 (model) but 0.93 (linear), so the labels are not blamed.
+# majority-class rate. Measured on digits: shuffled labels 0.08-0.11 held-out for MLPs and
+# CNNs, 0.08 linear (chance 0.11-0.12, allowed up to 0.16-0.17); true labels 0.89-0.98
+# (model), 0.93 (linear); a saturated tanh net 0.17 (model) but 0.93 (linear), so the labels
+# are not blamed.
 LEARNABLE_Z = 3.0
 LEARNABLE_MIN_EXAMPLES = 200
 LEARNABLE_HELD_OUT = 0.25
 LEARNABLE_LR = 1e-3
-# The run must have learnt its own training part (training accuracy this far above chance),
-# or a broken model or learning rate, not the labels, would explain a held-out score at
-# chance. Measured with shuffled digits labels after 150 Adam steps: 0.35-0.6 above chance.
-LEARNABLE_TRAIN_MARGIN = 0.15
 LEARNABLE_MAX_FIT = 2048
 
 # --- regularization -----------------------------------------------------------------------
@@ -93,8 +90,12 @@ LEARNABLE_MAX_FIT = 2048
 REG_SHRINK = 2.0
 REG_LR = 1e-3
 # The fitted loss with decay must end at least this fraction of the uninformed loss (ln C)
-# above the fitted loss without. Measured on the grid: healthy set-ups rise by 0.1-1.0 of it.
+# above the fitted loss without, or this many times higher. Measured on the grid: healthy
+# set-ups rise by 0.1-1.0 of ln C; a 10x500 tanh net, whose capacity fits 20 examples even
+# with shrunken weights, by 0.013 of ln C but 1800x (1.7e-5 -> 0.031); weight-normalized
+# logits with a fixed gain (decay cannot change the function) by < 0.005 and ~1.0x.
 REG_MIN_RISE = 0.02
+REG_MIN_RATIO = 1.5
 # The comparison needs a run without decay that fitted: its loss below this fraction of the
 # uninformed loss; otherwise the check is skipped (a model that cannot fit says nothing
 # about regularization).
@@ -351,9 +352,10 @@ def check_learnable(
     seed: int = 0,
 ) -> tuple[list[Finding], dict[str, Any]]:
     """Can the labels be predicted from the inputs at all? A copy of the model trained on
-    part of the data, and a linear reference model, are scored on a held-out part: when the
-    copy learns its own part but both stay at chance on the held-out one, the labels do not
-    follow the inputs (shuffled or misaligned)."""
+    part of the data, and a linear reference model, are scored on a held-out part: when both
+    stay at chance, the labels do not follow the inputs (shuffled or misaligned). The linear
+    model keeps a weak or broken network from being blamed on the labels, and the network
+    keeps labels that only a nonlinear model can read from being called unlearnable."""
     n = len(x)
     held = min(int(n * LEARNABLE_HELD_OUT), 512)
     if n < LEARNABLE_MIN_EXAMPLES or held < 50:
@@ -383,7 +385,7 @@ def check_learnable(
     if labels_held.dim() != 1:
         return [], {"skipped": "per-position labels (e.g. segmentation)"}
     held_acc, train_acc = accuracy(out_held, y_held, task), accuracy(out_seen, y_seen, task)
-    chance, chance_seen = chance_accuracy(labels_held), chance_accuracy(labels_seen)
+    chance = chance_accuracy(labels_held)
     margin = LEARNABLE_Z * math.sqrt(max(chance * (1 - chance), 1e-12) / len(x_held))
     measurement: dict[str, Any] = {
         "train_examples": len(x_fit),
@@ -394,9 +396,7 @@ def check_learnable(
         "chance": chance,
         "margin": margin,
     }
-    if held_acc is None or train_acc is None:
-        return [], measurement
-    if not (train_acc >= chance_seen + LEARNABLE_TRAIN_MARGIN and held_acc <= chance + margin):
+    if held_acc is None or train_acc is None or held_acc > chance + margin:
         return [], measurement
     if len(torch.unique(labels_fit)) > 1:
         linear_acc = linear_baseline(x_fit, labels_fit, x_held, labels_held)
@@ -488,7 +488,7 @@ def check_regularization(
         return [], measurement
     rise = (decayed - plain) / scale if math.isfinite(decayed) else math.inf
     measurement["rise"] = rise
-    if rise >= REG_MIN_RISE:
+    if rise >= REG_MIN_RISE or decayed > REG_MIN_RATIO * plain:
         return [], measurement
     shrunk = results["decayed"]["weight_norm"] < 0.9 * results["plain"]["weight_norm"]
     why = (

@@ -300,6 +300,59 @@ def _lr(hidden, lr, optimizer="sgd"):
     return _seeded(lambda: (_mlp(hidden), std_data(), {"lr": lr, "optimizer": optimizer}))
 
 
+class Residual(nn.Module):
+    """A small ResNet-style CNN with BatchNorm: skip connections written in forward."""
+
+    def __init__(self, channels: int = 16, blocks: int = 3):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU()
+        )
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 3, padding=1),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(),
+                nn.Conv2d(channels, channels, 3, padding=1),
+                nn.BatchNorm2d(channels),
+            )
+            for _ in range(blocks)
+        )
+        self.act, self.pool = nn.ReLU(), nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, 10)
+
+    def forward(self, x):
+        h = self.stem(x)
+        for block in self.blocks:
+            h = self.act(h + block(h))
+        return self.fc(self.pool(h).flatten(1))
+
+
+def _gaussian_task(init):
+    """The lecture's set-up: 10 layers of 500 units on unit-Gaussian inputs (here with
+    labels a linear map of the inputs decides, so that they can be learnt)."""
+
+    def build():
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2000, 500, generator=g)
+        y = (x @ torch.randn(500, 10, generator=g)).argmax(1)
+        return mlp(500, [500] * 10, 10, activation="tanh", init=init), (x, y), {}
+
+    return _seeded(build)
+
+
+def _shuffled_cnn():
+    x, y = std_data()
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
+    return cnn(1, 8, [16, 32], 10), (x, y[perm]), {}
+
+
+def _autoencoder():
+    x, _ = std_data(flat=True)
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 64))
+    return model, (x, x), {"loss_fn": nn.MSELoss()}
+
+
 def _lsuv():
     x, _ = std_data()
     return mlp(64, [100] * 6, 10, init="lsuv", init_data=x[:256]), std_data(), {}
@@ -328,6 +381,10 @@ CASES: list[Case] = [
     Case("cnn relu torch 16-32-32", healthy_cnn([16, 32, 32], "relu", "torch")),
     Case("cnn tanh xavier 16-32", healthy_cnn([16, 32], "tanh", "xavier")),
     Case("cnn relu small bn 16-32-32", healthy_cnn([16, 32, 32], "relu", "small", batch_norm=True)),
+    Case("residual cnn with bn", _seeded(lambda: (Residual(), std_data(), {}))),
+    Case("mlp gelu he 3x128", healthy_mlp([128] * 3, "gelu")),
+    Case("mlp autoencoder mse", _seeded(_autoencoder)),
+    Case("lecture 10x500 tanh xavier", _gaussian_task("xavier")),
     Case("mlp synthetic 64", _synthetic()),
     Case("cnn synthetic 3x16x16", _synthetic("3x16x16", lambda: cnn(3, 16, [16, 32], 10))),
     Case("mlp pca-whitened digits", _preprocessed(lambda: PCA(whiten=True))),
@@ -405,6 +462,9 @@ CASES: list[Case] = [
     ),
     Case("two linear layers in a row", _seeded(_linear_stack), F({"NO_NONLINEARITY"}), fast=True),
     Case("frozen model", _seeded(_frozen), F({"CANNOT_OVERFIT"}), fast=True),
+    Case("lecture 10x500 tanh 0.01", _gaussian_task("small"), F({"INIT_VANISHING"})),
+    Case("lecture 10x500 tanh 1.0", _gaussian_task("large"), F({"INIT_SATURATED"})),
+    Case("cnn shuffled labels", _seeded(_shuffled_cnn), F({"LABELS_UNLEARNABLE"})),
     Case(
         "clamped logits",
         _seeded(lambda: (Clamped(), std_data(), {})),
