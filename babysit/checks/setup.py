@@ -675,6 +675,7 @@ def audit_init(
     findings = list(symmetric)
     note = f" ({input_note})" if input_note else ""
 
+    measurement["hidden_layers"] = len(_hidden_activations(stats, trace))
     signal = _depth_signal(stats, trace)
     family = _family([s.activation for s in stats if s.activation and s.activation != "softmax"])
     if signal is not None:

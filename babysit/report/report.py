@@ -413,7 +413,11 @@ def _describe_init(m: dict) -> str | None:
     if i is None:
         return None
     if "forward_change" not in i:
-        return f"{len(m.get('layers') or [])} layers measured; too shallow to judge depth"
+        hidden = i.get("hidden_layers")
+        return (
+            f"{hidden if hidden is not None else '?'} hidden layer(s): depth is judged from 3; "
+            f"dead and saturated units checked"
+        )
     return (
         f"activation std x{_fmt(i['forward_change'])} over depth (within 10x), gradient "
         f"norm x{_fmt(i['backward_change'])} (within 100x)"
