@@ -72,7 +72,7 @@ LR_SUGGESTION_BACKOFF = 10.0
 LR_SUGGESTION_RETRIES = 2
 # CS231n notes (Part 3): the update/weight ratio "should be somewhere around 1e-3". Flagged
 # two decades either side. Measured at the range test's suggestion on the calibration grid:
-# medians per layer 5e-4..7e-2; 1000x below it 1e-6..2e-5; rates that blow up 1e-1..4.
+# medians per layer 2.6e-4..7e-2; 1000x below it 1e-6..2e-5; rates that blow up 1e-1..4.
 # Layers followed by BatchNorm are scale-invariant (their weight norm is arbitrary and grows
 # until the ratio settles), so they are not judged "too high": a small-init CNN with BN
 # starts at 0.12 and trains well.

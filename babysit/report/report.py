@@ -441,10 +441,7 @@ def _describe_overfit(m: dict) -> str | None:
         return None
     acc = o.get("final_accuracy")
     acc_text = f"accuracy {acc:.0%}, " if isinstance(acc, int | float) else ""
-    return (
-        f"{acc_text}loss {_fmt(o['initial_loss'])} -> "
-        f"{_fmt(o['final_loss'])} (100% and near 0)"
-    )
+    return f"{acc_text}loss {_fmt(o['initial_loss'])} -> {_fmt(o['final_loss'])} (100% and near 0)"
 
 
 def _describe_learnable(m: dict) -> str | None:
