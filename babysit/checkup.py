@@ -455,7 +455,7 @@ def _steps(
     if flagged and skip is None:
         from babysit.data.preprocess import Standardize
 
-        audit_x = Standardize().fit(usable).transform(batch)
+        audit_x = Standardize().fit(usable.cpu()).transform(batch.cpu()).to(batch.device)
         note = "on standardized inputs, since the raw ones are flagged"
     if data_measure is not None:
         data_measure["model_audits_on"] = "standardized inputs" if note else "the inputs as given"
