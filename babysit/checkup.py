@@ -54,7 +54,8 @@ __all__ = ["Budget", "checkup"]
 # The checkup runs many small training steps, where torch's intra-op threads cost more than
 # they gain. Measured on this project's shared 2-core machine (load 6-7): 300 Adam steps of
 # a 64-64-10 MLP take 1.8 s with 1 thread and 20 s with 2; the default `babysit doctor`
-# 16 s wall with 1 thread, 54 s with 2 (bench/doctor_time.py, median of 3 paired rounds).
+# 16 s wall with 1 thread, 54 s with 2 (bench/doctor_time.py, median of 3 paired rounds);
+# at load ~1.7 the two are equal (6.4 s, 0.99x). One thread never loses.
 CHECKUP_THREADS = 1
 
 
