@@ -20,7 +20,7 @@ doctor: install
 	$(VENV)/bin/babysit doctor
 
 test: install
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 -rs
 
 lint: install
 	$(VENV)/bin/ruff check babysit tests bench

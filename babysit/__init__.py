@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_data": "babysit.data.datasets",
-    "checkup": "babysit.checkup",
+    "checkup": "babysit.doctor",
     "Report": "babysit.report.report",
     "Finding": "babysit.checks.findings",
     "Monitor": "babysit.train.monitor",
@@ -33,8 +33,8 @@ __all__ = ["Finding", "Monitor", "Report", "checkup", "data", "load_data", "nn",
 if TYPE_CHECKING:  # pragma: no cover
     from babysit import data
     from babysit.checks.findings import Finding
-    from babysit.checkup import checkup
     from babysit.data.datasets import load_data
+    from babysit.doctor import checkup
     from babysit.report.report import Report
     from babysit.search.study import search
     from babysit.train.monitor import Monitor

@@ -125,7 +125,7 @@ def train(
     if monitor_every == 0 and tensorboard is not None:
         raise UsageError("--tensorboard writes the Monitor's records; drop --monitor-every 0")
     splits = load_data(data, seed=seed)
-    train_set, val_set = _preprocessed(splits, None if preprocess == "none" else preprocess)
+    train_set, val_set = _preprocessed(splits, preprocess)
     torch.manual_seed(seed)  # the model's initial weights, so that --seed repeats the run
     net = _model(model, splits.input_shape, splits.classes)
     callbacks: list = [TrainProgress(epochs)]
@@ -204,34 +204,11 @@ def _write_json(path, value) -> None:
     os.replace(tmp, path)
 
 
-def _preprocessed(splits, preprocess: str | None):
-    """Fit the named transform on the training inputs, apply it to train and val."""
-    train_set, val_set = splits
-    if preprocess is None:
-        return train_set, val_set
-    from torch.utils.data import TensorDataset
+def _preprocessed(splits, preprocess: str):
+    """Fit `--preprocess` on the training inputs, apply it to train and val ("none": as is)."""
+    from babysit.data.preprocess import fit_apply
 
-    from babysit.data import preprocess as pre
-
-    transforms = {
-        "standardize": pre.Standardize,
-        "mean_image": pre.MeanImage,
-        "per_channel_mean": pre.PerChannelMean,
-        "zca": lambda: pre.Whiten(kind="zca"),
-        "pca": lambda: pre.Whiten(kind="pca"),
-    }
-    if preprocess not in transforms:
-        raise UsageError(
-            f"unknown preprocessing {preprocess!r}; choose one of {', '.join(transforms)}"
-        )
-    transform = transforms[preprocess]().fit(train_set.tensors[0])
-
-    def apply(ds):
-        return (
-            None if ds is None else TensorDataset(transform.transform(ds.tensors[0]), ds.tensors[1])
-        )
-
-    return apply(train_set), apply(val_set)
+    return fit_apply(None if preprocess == "none" else preprocess, *splits)
 
 
 DOCTOR_LOSSES = ("cross_entropy", "bce", "mse")
@@ -274,8 +251,10 @@ def doctor(
     ] = None,
     optimizer: Annotated[
         str,
-        typer.Option(help="The optimizer you will train with: sgd, momentum, nesterov, adam, "
-                     "adamw or rmsprop."),
+        typer.Option(
+            help="The optimizer you will train with: sgd, momentum, nesterov, adam, "
+            "adamw or rmsprop."
+        ),
     ] = "sgd",
     loss: Annotated[
         str, typer.Option(help="cross_entropy (class labels), bce or mse (one-hot targets).")
@@ -318,14 +297,14 @@ def doctor(
 
     import torch
 
-    from babysit.checkup import checkup
     from babysit.data import load_data
+    from babysit.doctor import checkup
     from babysit.report.terminal import stderr, stdout
 
     if out is not None and os.path.exists(out) and not os.path.isdir(out):
         raise UsageError(f"--out {out!r} is a file, not a directory; give a directory")
     splits = load_data(data, seed=seed, validate=False)  # NaN and bad labels become findings
-    train_set, val_set = _preprocessed(splits, None if preprocess == "none" else preprocess)
+    train_set, val_set = _preprocessed(splits, preprocess)
     loss_fn, outputs, train_set, val_set = _doctor_targets(loss, splits, train_set, val_set)
     torch.manual_seed(seed)  # the model's initial weights, so that --seed repeats the checkup
     net = _model(model, splits.input_shape, outputs)
@@ -367,7 +346,8 @@ def search_command(
         ),
     ] = None,
     study: Annotated[
-        str | None, typer.Option(help="Study name. Default: the config's `study`, or its file name.")
+        str | None,
+        typer.Option(help="Study name. Default: the config's `study`, or its file name."),
     ] = None,
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes on this machine, all on one study.")
@@ -382,8 +362,9 @@ def search_command(
     ] = False,
     out: Annotated[
         str | None,
-        typer.Option(help="Folder for the study file, search.json and search.html. "
-                     "Default: runs/STUDY."),
+        typer.Option(
+            help="Folder for the study file, search.json and search.html. Default: runs/STUDY."
+        ),
     ] = None,
     live: Annotated[bool, typer.Option(help="Show the live table of trials on stderr.")] = True,
 ) -> None:
@@ -402,9 +383,11 @@ def search_command(
     name = study or cfg.study
     out = Path(out) if out is not None else Path("runs") / name
     spec = resolve_storage(storage, out, workers)
-    resume_hint = f"babysit search {config} --study {name} --resume" + (
-        f" --storage {spec.display}" if storage else f" --out {out}"
-    ) + (f" --workers {workers}" if workers > 1 else "")
+    resume_hint = (
+        f"babysit search {config} --study {name} --resume"
+        + (f" --storage {spec.display}" if storage else f" --out {out}")
+        + (f" --workers {workers}" if workers > 1 else "")
+    )
 
     def started(opened, recovered: list[int]) -> None:
         finished = sum(t.state.is_finished() for t in opened.get_trials(deepcopy=False))
@@ -544,7 +527,6 @@ def report_command(
         print(report.to_json())
     else:
         report.print(stdout)
-
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@
 
 Commands, run in turn (A, B, C, D, A, B, ...) so that a drift in the machine's speed hits
 all of them alike (BENCHMARKS.md):
-- start-up: `python -c "import babysit.checkup, babysit.cli"` (the floor: Python, torch);
+- start-up: `python -c "import babysit.doctor, babysit.cli"` (the floor: Python, torch);
 - default: `babysit doctor` (the 2x100 ReLU MLP on the bundled digits, quick mode);
 - cnn: `babysit doctor --quick --model bench/doctor_time.py:digits_cnn` (a 2-conv CNN);
 - default --threads 2: the same as default with torch's 2 intra-op threads, to show why the
@@ -47,7 +47,7 @@ def _babysit() -> list[str]:
 def _commands() -> dict[str, list[str]]:
     doctor = [*_babysit(), "doctor"]
     return {
-        "start-up": [sys.executable, "-c", "import babysit.checkup, babysit.cli"],
+        "start-up": [sys.executable, "-c", "import babysit.doctor, babysit.cli"],
         "default": doctor,
         "cnn": [*doctor, "--quick", "--model", f"{Path(__file__).resolve()}:digits_cnn"],
         "default --threads 2": [*doctor, "--threads", "2"],

@@ -12,8 +12,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import babysit as bs
-from babysit.checkup import Budget
 from babysit.data.preprocess import Standardize
+from babysit.doctor import Budget
 from babysit.errors import UsageError
 from babysit.report.report import Report
 
@@ -110,7 +110,7 @@ def test_a_map_style_dataset_and_numpy_arrays_are_accepted(standardized):
 
 
 def test_a_crashing_check_becomes_check_failed_and_the_rest_runs(standardized, monkeypatch):
-    import babysit.checkup as module
+    import babysit.doctor as module
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
@@ -189,9 +189,3 @@ def test_labels_a_loss_cannot_use_are_a_finding_not_an_exception(standardized):
     )
     assert [f.code for f in report.findings if f.severity == "error"] == ["LABELS_INVALID"]
     assert not report.ok
-
-
-def test_import_of_the_module_keeps_checkup_callable(standardized):
-    import babysit.checkup  # noqa: F401  (rebinds the package attribute to the module)
-
-    assert bs.checkup(_model(), standardized[0], budget=SMALL).ok

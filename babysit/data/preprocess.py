@@ -36,6 +36,9 @@ __all__ = [
     "Standardize",
     "Transform",
     "Whiten",
+    "TRANSFORMS",
+    "by_name",
+    "fit_apply",
 ]
 
 # A feature counts as constant when its std is below the rounding of its own mean in the
@@ -581,3 +584,36 @@ class Whiten(Transform):
             coloring = rows.T @ coloring
         x = z.flatten(1) @ coloring + self._param("mean_", z)
         return x.reshape(-1, *self.feature_shape_)
+
+
+TRANSFORMS: dict[str, Callable[[], Transform]] = {
+    "standardize": Standardize,
+    "mean_image": MeanImage,
+    "per_channel_mean": PerChannelMean,
+    "zca": lambda: Whiten(kind="zca"),
+    "pca": lambda: Whiten(kind="pca"),
+}
+"""Transform by name, as the CLI (`--preprocess`) and search configs (`preprocess = ...`) say
+it; `pca` is PCA whitening with all components."""
+
+
+def by_name(name: str) -> Transform:
+    """A new, unfitted transform by its name in TRANSFORMS."""
+    if name not in TRANSFORMS:
+        raise UsageError(f"unknown preprocessing {name!r}; choose one of {', '.join(TRANSFORMS)}")
+    return TRANSFORMS[name]()
+
+
+def fit_apply(
+    name: str | None, train: TensorDataset, *others: TensorDataset | None
+) -> tuple[TensorDataset | None, ...]:
+    """Fit the named transform on the training inputs only and apply it to `train` and to each
+    of `others` (None stays None): the lecture's rule, statistics from the training set. With
+    name None, the data sets come back as they are."""
+    if name is None:
+        return (train, *others)
+    transform = by_name(name).fit(train.tensors[0])
+    return tuple(
+        None if ds is None else TensorDataset(transform.transform(ds.tensors[0]), ds.tensors[1])
+        for ds in (train, *others)
+    )

@@ -7,11 +7,12 @@ from babysit.nn.activations import (
     activation,
     activation_info,
 )
-from babysit.nn.init import SCHEMES, apply_init, fans, lsuv_, weight_layers
-from babysit.nn.models import cnn, default_model, from_spec, mlp
+from babysit.nn.init import INIT_SCHEMES, SCHEMES, apply_init, fans, lsuv_, weight_layers
+from babysit.nn.models import cnn, default_model, from_spec, load_function, mlp
 
 __all__ = [
     "ACTIVATIONS",
+    "INIT_SCHEMES",
     "SCHEMES",
     "ActivationInfo",
     "Maxout",
@@ -22,6 +23,7 @@ __all__ = [
     "default_model",
     "from_spec",
     "fans",
+    "load_function",
     "lsuv_",
     "mlp",
     "weight_layers",

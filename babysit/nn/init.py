@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from babysit.nn.activations import activation_info
 
 __all__ = [
+    "INIT_SCHEMES",
     "SCHEMES",
     "WEIGHT_LAYERS",
     "apply_init",
@@ -253,6 +254,9 @@ SCHEMES: dict[str, Callable[[Tensor, float | None], object]] = {
 """Scheme name -> fn(weight, gain). Plus "lsuv" (needs data) and "torch" (PyTorch's defaults),
 which apply_init handles itself."""
 
+INIT_SCHEMES: tuple[str, ...] = (*SCHEMES, "lsuv", "torch")
+"""Every name apply_init accepts."""
+
 
 def _batch_of(data) -> Tensor:
     """A tensor batch from a tensor, an (x, y) pair or a Dataset of (x, y) items."""
@@ -285,10 +289,9 @@ def apply_init(
             raise ValueError("init 'lsuv' is data-dependent: pass data=<a batch of inputs>")
         lsuv_(model, _batch_of(data))
         return model
-    if scheme != "torch" and scheme not in SCHEMES:
+    if scheme not in INIT_SCHEMES:
         raise ValueError(
-            f"unknown init scheme {scheme!r}; choose one of "
-            f"{', '.join(sorted([*SCHEMES, 'lsuv', 'torch']))}"
+            f"unknown init scheme {scheme!r}; choose one of {', '.join(sorted(INIT_SCHEMES))}"
         )
     layers = weight_layers(model)
     gains = _following_gains(model)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from babysit.nn.activations import activation as make_activation
 from babysit.nn.init import apply_init
 
-__all__ = ["cnn", "default_model", "from_spec", "mlp"]
+__all__ = ["cnn", "default_model", "from_spec", "load_function", "mlp"]
 
 
 def _activation(name: str, width: int, kwargs: dict) -> nn.Module:
@@ -128,16 +128,14 @@ def default_model(input_shape: Sequence[int], classes: int) -> nn.Sequential:
     return mlp(tuple(input_shape), [100, 100], classes, activation="relu", init="he")
 
 
-def from_spec(spec: str, input_shape: Sequence[int], classes: int) -> nn.Module:
-    """Build the model a `MODULE:FUNCTION` (or `path/to/file.py:FUNCTION`) spec names.
+def load_function(spec: str):
+    """The FUNCTION a `MODULE:FUNCTION` (or `path/to/file.py:FUNCTION`) spec names.
 
-    FUNCTION returns an nn.Module. It may take the input shape (per example, e.g. (1, 8, 8))
-    and the number of classes, by the names `input_shape` and `classes` or as its first two
-    positional parameters; or nothing at all.
+    A module is imported as `python -m` would (the current directory is importable); a file
+    is loaded from its path. Errors are one-line UsageErrors naming the spec.
     """
     import importlib
     import importlib.util
-    import inspect
     import sys
     from pathlib import Path
 
@@ -159,23 +157,33 @@ def from_spec(spec: str, input_shape: Sequence[int], classes: int) -> nn.Module:
             import_spec.loader.exec_module(module)
         else:
             if "" not in sys.path and "." not in sys.path:
-                sys.path.insert(0, "")  # like `python -m`: the current directory is importable
+                sys.path.insert(0, "")
             module = importlib.import_module(module_name)
-    except UsageError:
-        raise
     except ImportError as e:
         raise UsageError(f"cannot import model module {module_name!r}: {e}") from None
     function = getattr(module, function_name, None)
     if not callable(function):
         raise UsageError(f"{module_name!r} has no function {function_name!r}")
+    return function
+
+
+def from_spec(spec: str, input_shape: Sequence[int], classes: int, **kwargs) -> nn.Module:
+    """Build the model a `MODULE:FUNCTION` (or `path/to/file.py:FUNCTION`) spec names.
+
+    FUNCTION returns an nn.Module. It may take the input shape (per example, e.g. (1, 8, 8))
+    and the number of classes, by the names `input_shape` and `classes` or as its first two
+    positional parameters; or nothing at all. `kwargs` (e.g. searched hyperparameters) are
+    passed on by name.
+    """
+    import inspect
+
+    from babysit.errors import UsageError
+
+    function = load_function(spec)
     parameters = inspect.signature(function).parameters
-    if "input_shape" in parameters or "classes" in parameters:
-        kwargs = {
-            k: v
-            for k, v in (("input_shape", tuple(input_shape)), ("classes", classes))
-            if k in parameters
-        }
-        model = function(**kwargs)
+    if kwargs or "input_shape" in parameters or "classes" in parameters:
+        given = {"input_shape": tuple(input_shape), "classes": classes}
+        model = function(**{k: v for k, v in given.items() if k in parameters}, **kwargs)
     elif len([p for p in parameters.values() if p.default is p.empty]) >= 2:
         model = function(tuple(input_shape), classes)
     else:

@@ -12,22 +12,18 @@ hyperparameters, not by their initialization or batch order).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import math
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
+from babysit.data.preprocess import TRANSFORMS, fit_apply
 from babysit.errors import ConfigError, UsageError
-from babysit.nn import ACTIVATIONS, SCHEMES, cnn, mlp
+from babysit.nn import ACTIVATIONS, INIT_SCHEMES, cnn, from_spec, load_function, mlp
 from babysit.search.space import Categorical, Int, Param, describe_limits, within
 from babysit.search.trial import Trial
 from babysit.train import OPTIMIZERS, fit
@@ -35,7 +31,7 @@ from babysit.train import OPTIMIZERS, fit
 __all__ = ["BUILDERS", "HYPERPARAMETERS", "PREPROCESSING", "Hyperparameter", "ModelObjective"]
 
 BUILDERS = ("mlp", "cnn")
-PREPROCESSING = ("standardize", "mean_image", "per_channel_mean", "zca", "pca")
+PREPROCESSING = tuple(TRANSFORMS)
 # lsuv needs a batch of inputs to calibrate on: this many training examples.
 LSUV_BATCH = 256
 
@@ -66,7 +62,7 @@ MODEL = {
     "width": Hyperparameter("int", 100, (1, math.inf), model=True),
     "depth": Hyperparameter("int", 1, (1, math.inf), model=True),
     "activation": Hyperparameter("choice", "relu", choices=tuple(ACTIVATIONS), model=True),
-    "init": Hyperparameter("choice", "he", choices=tuple(SCHEMES), model=True),
+    "init": Hyperparameter("choice", "he", choices=INIT_SCHEMES, model=True),
     "batch_norm": Hyperparameter("bool", False, choices=(False, True), model=True),
     # Dropout 1 would zero every unit.
     "dropout": Hyperparameter("float", 0.0, (0.0, 1.0), (False, True), model=True),
@@ -156,7 +152,7 @@ class ModelObjective:
         splits = load_data(data, seed=seed)
         if splits.val is None:
             raise UsageError(f"data {data!r} has no validation split to score trials on")
-        self.train, self.val = _preprocessed(splits.train, splits.val, preprocess)
+        self.train, self.val = fit_apply(preprocess, splits.train, splits.val)
         self.input_shape, self.classes = splits.input_shape, splits.classes
 
     def hyperparameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,20 +179,8 @@ class ModelObjective:
                 raise UsageError(f"the cnn builder needs images (C, H, W), got inputs of {shape}")
             channels, height, width = self.input_shape
             return cnn(channels, (height, width), layers, self.classes, **common)
-        function = _import_function(self.model)
-        names = inspect.signature(function).parameters
         kwargs = {k: v for k, v in hp.items() if k in self.known and k not in LOOP}
-        kwargs.update(
-            {
-                k: v
-                for k, v in (("input_shape", self.input_shape), ("classes", self.classes))
-                if k in names
-            }
-        )
-        model = function(**kwargs)
-        if not isinstance(model, nn.Module):
-            raise UsageError(f"{self.model} returned {type(model).__name__}, not a torch.nn.Module")
-        return model
+        return from_spec(self.model, self.input_shape, self.classes, **kwargs)
 
     def __call__(self, trial: Trial) -> float:
         hp = self.hyperparameters(trial.params)
@@ -220,50 +204,14 @@ class ModelObjective:
         return accuracy
 
 
-def _preprocessed(
-    train: TensorDataset, val: TensorDataset, name: str | None
-) -> tuple[TensorDataset, TensorDataset]:
-    """Fit the named transform on the training inputs, apply it to both splits."""
-    if name is None:
-        return train, val
-    from babysit.data import preprocess as pre
-
-    transforms: dict[str, Callable[[], Any]] = {
-        "standardize": pre.Standardize,
-        "mean_image": pre.MeanImage,
-        "per_channel_mean": pre.PerChannelMean,
-        "zca": lambda: pre.Whiten(kind="zca"),
-        "pca": lambda: pre.Whiten(kind="pca"),
-    }
-    transform = transforms[name]().fit(train.tensors[0])
-    return tuple(
-        TensorDataset(transform.transform(ds.tensors[0]), ds.tensors[1]) for ds in (train, val)
-    )
-
-
 def _import_function(spec: str) -> Callable[..., Any]:
-    """The FUNCTION a `MODULE:FUNCTION` or `path/file.py:FUNCTION` spec names (as
-    `babysit.nn.from_spec` reads it), so that its keyword arguments can be searched."""
-    module_name, sep, function_name = spec.rpartition(":")
-    if not sep or not module_name or not function_name:
-        raise ConfigError(
-            f"model must be mlp, cnn or MODULE:FUNCTION (or FILE.py:FUNCTION), got {spec!r}"
-        )
+    """The FUNCTION a `MODULE:FUNCTION` spec names, so that its keyword arguments can be
+    searched; import problems are config errors."""
     try:
-        if module_name.endswith(".py") or "/" in module_name:
-            path = Path(module_name)
-            if not path.is_file():
-                raise ConfigError(f"model file {str(path)!r} does not exist")
-            import_spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(import_spec)
-            import_spec.loader.exec_module(module)
-        else:
-            if "" not in sys.path and "." not in sys.path:
-                sys.path.insert(0, "")  # like `python -m`: the current directory is importable
-            module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigError(f"cannot import model module {module_name!r}: {e}") from None
-    function = getattr(module, function_name, None)
-    if not callable(function):
-        raise ConfigError(f"{module_name!r} has no function {function_name!r}")
-    return function
+        return load_function(spec)
+    except ConfigError:
+        raise
+    except UsageError as e:
+        raise ConfigError(
+            f"model must be mlp, cnn or MODULE:FUNCTION (or FILE.py:FUNCTION): {e}"
+        ) from None

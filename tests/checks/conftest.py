@@ -25,7 +25,7 @@ def digits_raw():
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """The checks' many small steps run ~10x faster on one thread on a busy 2-core machine
-    (see babysit.checkup.CHECKUP_THREADS); restored after each test."""
+    (see babysit.doctor.CHECKUP_THREADS); restored after each test."""
     import torch
 
     saved = torch.get_num_threads()

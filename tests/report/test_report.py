@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 
 import babysit as bs
 from babysit.checks.findings import Finding
-from babysit.checkup import Budget
+from babysit.doctor import Budget
 from babysit.errors import UsageError
 from babysit.report import plots
 from babysit.report.report import Report, json_safe

@@ -20,9 +20,7 @@ restore the model's mode, buffers and gradients. Torch's global RNG state is res
 from __future__ import annotations
 
 import math
-import sys
 import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -670,15 +668,3 @@ def _annotate_data_finding(run: _Run, raw: dict[str, Any]) -> None:
             f"(expected {expected:.3g})",
             evidence={**f.evidence, "initial_loss_as_given": loss, "expected": expected},
         )
-
-
-class _CallableModule(types.ModuleType):
-    """`import babysit.checkup` (e.g. for Budget) makes Python rebind the package attribute
-    `babysit.checkup` from the function to this module; calling the module calls the
-    function, so `babysit.checkup(model, data)` works either way."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Report:
-        return checkup(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
