@@ -26,9 +26,22 @@ _LAZY = {
     "Monitor": "babysit.train.monitor",
     "search": "babysit.search.study",
     "data": "babysit.data",
+    "probes": "babysit.probes",
+    "train": "babysit.train",
 }
 
-__all__ = ["Finding", "Monitor", "Report", "checkup", "data", "load_data", "nn", "search"]
+__all__ = [
+    "Finding",
+    "Monitor",
+    "Report",
+    "checkup",
+    "data",
+    "load_data",
+    "nn",
+    "probes",
+    "search",
+    "train",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from babysit import data
@@ -44,6 +57,6 @@ def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'babysit' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    value = module if name == "data" else getattr(module, name)
+    value = module if module.__name__ == f"babysit.{name}" else getattr(module, name)
     globals()[name] = value
     return value

@@ -39,7 +39,7 @@ from babysit.checks.sanity import (
     check_overfit,
     check_regularization,
 )
-from babysit.checks.setup import audit_architecture, audit_data, audit_init
+from babysit.checks.setup import audit_architecture, audit_data, audit_init, frozen_parameters
 from babysit.checks.task import Task, task_for
 from babysit.checks.trace import Trace, trace
 from babysit.errors import UsageError
@@ -434,7 +434,11 @@ def _steps(
     }
     run.add(
         run.step(
-            "architecture audit", lambda: (audit_architecture(traced, task, output), structure)
+            "architecture audit",
+            lambda: (
+                audit_architecture(traced, task, output) + frozen_parameters(model),
+                structure,
+            ),
         ),
         "architecture",
     )
@@ -625,11 +629,11 @@ def _suggestion_finding(
             {k: lr_range.get(k) for k in ("start_loss", "min_loss", "steps")},
         )
     lowered = lr_measure.get("lowered_from") or []
+    rule = lr_range.get("rule", "a tenth of the lowest point")
     how = (
-        f"{suggestion:.2g} (a tenth of the lowest point, lowered from {lowered[0]:.2g} because "
-        f"a short run there spiked)"
+        f"{suggestion:.2g} ({rule}, lowered from {lowered[0]:.2g} because a short run there spiked)"
         if lowered
-        else f"{suggestion:.2g} (a tenth of the lowest point)"
+        else f"{suggestion:.2g} ({rule})"
     )
     unstable = lr_measure.get("unstable")
     return Finding(

@@ -21,6 +21,7 @@ CODES: dict[str, str] = {
     "OUTPUT_ACTIVATION": "the logits are squashed before a loss that expects raw scores",
     "NO_NONLINEARITY": "consecutive Linear/Conv layers with no nonlinearity between them",
     "NO_NORMALIZATION": "a deep network without normalization layers",
+    "FROZEN_PARAMETERS": "parameters with requires_grad=False, which never train",
     "INIT_VANISHING": "activation (or gradient) scale collapses with depth at init",
     "INIT_EXPLODING": "activation (or gradient) scale grows with depth at init",
     "INIT_SATURATED": "tanh/sigmoid units saturated at init",

@@ -148,7 +148,11 @@ def analyse_range(lrs: Sequence[float], losses: Sequence[float]) -> dict[str, An
         return result
     low = int(np.argmax(smooth < start * (1 - LR_RANGE_DROP)))
     result["low"], result["high"] = float(lrs_a[low]), float(lrs_a[best])
-    result["suggestion"] = max(float(lrs_a[best]) * LR_SUGGESTION_FACTOR, float(lrs_a[low]))
+    tenth, onset = float(lrs_a[best]) * LR_SUGGESTION_FACTOR, float(lrs_a[low])
+    result["suggestion"] = max(tenth, onset)
+    result["rule"] = (
+        "a tenth of the lowest point" if tenth >= onset else "where the loss starts to fall"
+    )
     return result
 
 

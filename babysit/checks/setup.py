@@ -367,6 +367,28 @@ def audit_architecture(trace: Trace, task: Task, output: Tensor) -> list[Finding
     return findings
 
 
+def frozen_parameters(model: nn.Module) -> list[Finding]:
+    """FROZEN_PARAMETERS: parameters with requires_grad=False never train. Info when some are
+    (fine-tuning freezes a trunk on purpose), a warning when all are (nothing can learn)."""
+    names = [name for name, p in model.named_parameters()]
+    frozen = [name for name, p in model.named_parameters() if not p.requires_grad]
+    if not frozen:
+        return []
+    every = len(frozen) == len(names)
+    return [
+        Finding(
+            "FROZEN_PARAMETERS",
+            "warning" if every else "info",
+            f"{len(frozen)} of {len(names)} parameter tensors are frozen (requires_grad=False): "
+            f"{_group(frozen)}; they will not change in training"
+            + ("; nothing in the model can learn" if every else ""),
+            "if that is not intended, set requires_grad=True on them (p.requires_grad_(True)) "
+            "and make sure the optimizer is given them",
+            {"frozen": frozen[:50], "parameters": len(names)},
+        )
+    ]
+
+
 def _hidden_sigmoids(trace: Trace) -> list[Finding]:
     hidden = [
         call.name

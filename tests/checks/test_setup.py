@@ -366,3 +366,19 @@ def test_one_constant_layer_before_a_random_one_is_a_warning(digits_std):
     assert [(f.code, f.severity, f.layer) for f in findings] == [
         ("INIT_SYMMETRIC", "warning", "fc1")
     ]
+
+
+def test_frozen_parameters_are_reported_and_all_frozen_is_a_warning():
+    from babysit.checks.setup import frozen_parameters
+
+    model = mlp(64, [32, 32], 10)
+    assert frozen_parameters(model) == []
+    model.fc1.weight.requires_grad_(False)
+    model.fc1.bias.requires_grad_(False)
+    (finding,) = frozen_parameters(model)
+    assert finding.code == "FROZEN_PARAMETERS" and finding.severity == "info"
+    assert finding.evidence == {"frozen": ["fc1.weight", "fc1.bias"], "parameters": 6}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    (finding,) = frozen_parameters(model)
+    assert finding.severity == "warning" and "nothing in the model can learn" in finding.message
