@@ -18,6 +18,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
     help="The CS231n recipe for training neural networks, as a checkup, a monitor and a search.",
 )
 
