@@ -536,6 +536,37 @@ def _depth_figures(data: dict) -> list[tuple[Figure, str]]:
     ]
 
 
+def _error_race(ax_curve, ax_bar, data: dict, key: str, colors: dict) -> None:
+    """Training error against steps for each arm at its own learning rate (left), and the
+    steps each took to the target (right): the activations and preprocess experiments."""
+    for row in data["table"]:
+        name = row[key]
+        curve = data["curves"][name]
+        _ragged_band(
+            ax_curve,
+            curve["steps"],
+            curve["errors"],
+            f"{name} (lr {row['lr']:g})",
+            color=colors.get(name),
+        )
+    ax_curve.axhline(data["target"], color="black", ls="--", lw=1, label="target")
+    ax_curve.set_yscale("log")
+    ax_curve.set(
+        title="training error while training",
+        xlabel="SGD step",
+        ylabel="training error (log scale)",
+    )
+    ax_curve.legend(fontsize=7)
+    _steps_bars(
+        ax_bar,
+        [row[key] for row in data["table"]],
+        [row["steps"] for row in data["table"]],
+        data["budget"],
+        [colors.get(row[key]) for row in data["table"]],
+    )
+    ax_bar.set_title(f"steps to {data['target']:.0%} training error")
+
+
 _ACTIVATION_COLORS = {
     "sigmoid": "#7f7f7f",
     "tanh": "#d62728",
@@ -551,32 +582,7 @@ def _activations_figures(data: dict) -> list[tuple[Figure, str]]:
     table_ = data["table"]
     fig = new_figure(12, 3.9)
     ax_curve, ax_bar, ax_mean = fig.subplots(1, 3)
-    for row in table_:
-        act = row["activation"]
-        curve = data["curves"][act]
-        _ragged_band(
-            ax_curve,
-            curve["steps"],
-            curve["errors"],
-            f"{act} (lr {row['lr']:g})",
-            color=_ACTIVATION_COLORS.get(act),
-        )
-    ax_curve.axhline(data["target"], color="black", ls="--", lw=1, label="target")
-    ax_curve.set_yscale("log")
-    ax_curve.set(
-        title="training error while training",
-        xlabel="SGD step",
-        ylabel="training error (log scale)",
-    )
-    ax_curve.legend(fontsize=7)
-    _steps_bars(
-        ax_bar,
-        [row["activation"] for row in table_],
-        [row["steps"] for row in table_],
-        data["budget"],
-        [_ACTIVATION_COLORS.get(row["activation"]) for row in table_],
-    )
-    ax_bar.set_title(f"steps to {data['target']:.0%} training error")
+    _error_race(ax_curve, ax_bar, data, "activation", _ACTIVATION_COLORS)
     for row in table_:
         means = row["mean_activation"]
         width = 2.5 if row["activation"] in ("relu", "elu") else 1
@@ -618,35 +624,9 @@ _INPUT_COLORS = {
 
 
 def _preprocess_figures(data: dict) -> list[tuple[Figure, str]]:
-    table_ = data["table"]
     fig = new_figure(12, 3.9)
     ax_curve, ax_bar, ax_sens = fig.subplots(1, 3)
-    for row in table_:
-        kind = row["input"]
-        curve = data["curves"][kind]
-        _ragged_band(
-            ax_curve,
-            curve["steps"],
-            curve["errors"],
-            f"{kind} (lr {row['lr']:g})",
-            color=_INPUT_COLORS[kind],
-        )
-    ax_curve.axhline(data["target"], color="black", ls="--", lw=1, label="target")
-    ax_curve.set_yscale("log")
-    ax_curve.set(
-        title="training error while training",
-        xlabel="SGD step",
-        ylabel="training error (log scale)",
-    )
-    ax_curve.legend(fontsize=7)
-    _steps_bars(
-        ax_bar,
-        [row["input"] for row in table_],
-        [row["steps"] for row in table_],
-        data["budget"],
-        [_INPUT_COLORS[row["input"]] for row in table_],
-    )
-    ax_bar.set_title(f"steps to {data['target']:.0%} training error")
+    _error_race(ax_curve, ax_bar, data, "input", _INPUT_COLORS)
     eps = data["epsilons"]
     for kind in ("raw", "centred"):
         _band(
