@@ -15,8 +15,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 from babysit import nn
-
-__version__ = "0.1.0"
+from babysit._version import __version__ as __version__
 
 _LAZY = {
     "load_data": "babysit.data.datasets",

@@ -41,7 +41,7 @@ SeedOption = Annotated[int, typer.Option("--seed", help="Seed for everything ran
 
 def _version(value: bool) -> None:
     if value:
-        from babysit import __version__
+        from babysit._version import __version__
 
         typer.echo(f"babysit {__version__}")
         raise typer.Exit()
@@ -373,9 +373,9 @@ def search_command(
     boundary warnings. Run the same command on each machine of a shared PostgreSQL study."""
     from pathlib import Path
 
-    from babysit.report.search import LiveTrials, print_summary, write_report
     from babysit.report.terminal import stderr as console
     from babysit.search.config import load_config
+    from babysit.search.report import LiveTrials, print_summary, write_report
     from babysit.search.runner import quiet_optuna, run_search
     from babysit.search.storage import resolve_storage
 
@@ -464,7 +464,7 @@ def lab_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from babysit import lab
-    from babysit.report.lab import claims_table, experiments_table, summary_table
+    from babysit.lab.gallery import claims_table, experiments_table, summary_table
     from babysit.report.terminal import stderr, stdout
 
     chosen = lab.resolve(names or ["all"])

@@ -368,7 +368,7 @@ def _checkup(
 
 
 def _version() -> str:
-    from babysit import __version__
+    from babysit._version import __version__
 
     return __version__
 

@@ -76,7 +76,7 @@ def run(
     if scale not in SCALES:
         raise UsageError(f"unknown lab scale {scale!r}; choose one of {', '.join(SCALES)}")
     if out is not None:
-        from babysit.report.lab import check_out_dir
+        from babysit.lab.gallery import check_out_dir
 
         check_out_dir(out)
     results = []
@@ -85,7 +85,7 @@ def run(
         result = EXPERIMENTS[name](scale=scale, seed=seed, device=device, progress=report)
         results.append(result)
         if out is not None:
-            from babysit.report.lab import save
+            from babysit.lab.gallery import save
 
             save(result, out, order=list(EXPERIMENTS))
         if on_result is not None:

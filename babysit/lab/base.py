@@ -3,7 +3,7 @@ experiment returns, its scales and seeds, and the statistics used to decide over
 
 An experiment is a function `run(scale, seed, device, progress) -> Result`, pure of plotting
 and printing: it measures, decides each claim by an explicit threshold and returns the numbers
-(`Result.data`, JSON-serialisable) that `babysit.report.lab` draws.
+(`Result.data`, JSON-serialisable) that `babysit.lab.gallery` draws.
 """
 
 from __future__ import annotations

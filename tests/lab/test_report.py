@@ -4,8 +4,8 @@ import pytest
 from rich.console import Console
 
 from babysit.errors import UsageError
+from babysit.lab import gallery as report
 from babysit.lab.base import Claim, Result
-from babysit.report import lab as report
 
 
 def _result(name, passed=True, exception=""):

@@ -5,7 +5,8 @@ import pytest
 from matplotlib.colors import to_hex
 from rich.console import Console
 
-from babysit.report.search import (
+from babysit.search import Stage, search
+from babysit.search.report import (
     STAGE_COLORS,
     LiveTrials,
     _ranges_figure,
@@ -13,7 +14,6 @@ from babysit.report.search import (
     print_summary,
     write_report,
 )
-from babysit.search import Stage, search
 
 SPACE = {"lr": (1e-6, 10.0), "weight_decay": (1e-6, 1.0), "act": ["relu", "tanh"]}
 
