@@ -67,8 +67,21 @@ EDGE_FRACTION = 0.1
 WIDEN_FRACTION = 0.5
 
 
+class _Axis:
+    """The sampling axis of a numeric range: log10 of the value when `log`, else the value.
+    Narrowing and boundary warnings measure distances on this axis."""
+
+    log: bool
+
+    def axis(self, value: float) -> float:
+        return math.log10(value) if self.log else float(value)
+
+    def value(self, axis: float) -> float:
+        return 10.0**axis if self.log else float(axis)
+
+
 @dataclass(frozen=True)
-class Float:
+class Float(_Axis):
     """A float range [low, high], sampled uniformly on its axis (log10 when `log`).
 
     `limits` are hard bounds of the hyperparameter itself (dropout lies in [0, 1): limits
@@ -85,19 +98,13 @@ class Float:
     def distribution(self) -> BaseDistribution:
         return FloatDistribution(self.low, self.high, log=self.log)
 
-    def axis(self, value: float) -> float:
-        return math.log10(value) if self.log else float(value)
-
-    def value(self, axis: float) -> float:
-        return 10.0**axis if self.log else float(axis)
-
     def describe(self) -> str:
         scale = ", log" if self.log else ""
         return f"[{_fmt(self.low)}, {_fmt(self.high)}{scale}]"
 
 
 @dataclass(frozen=True)
-class Int:
+class Int(_Axis):
     """An integer range [low, high], inclusive, uniform on its axis (log10 when `log`)."""
 
     low: int
@@ -108,12 +115,6 @@ class Int:
 
     def distribution(self) -> BaseDistribution:
         return IntDistribution(self.low, self.high, log=self.log)
-
-    def axis(self, value: float) -> float:
-        return math.log10(value) if self.log else float(value)
-
-    def value(self, axis: float) -> float:
-        return 10.0**axis if self.log else float(axis)
 
     def describe(self) -> str:
         scale = ", log" if self.log else ""

@@ -89,6 +89,9 @@ WORKER_ATTR = "worker"  # trial user attribute: HOST:PID of the process that run
 POLL_S = 0.5
 # How long a worker waits for the study's creator to queue its trials.
 READY_TIMEOUT_S = 120.0
+# How long a joining process waits for a just-created study's plan to be written (the
+# creator writes it right after creating the study, within milliseconds).
+PLAN_TIMEOUT_S = 10.0
 
 Objective = Callable[[Trial], float]
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -278,6 +281,14 @@ def _queue(study: optuna.Study, plan: Plan) -> None:
 def _load(plan: Plan, spec: StorageSpec, storage: Any, study_name: str, wait: bool) -> optuna.Study:
     study = optuna.load_study(study_name=study_name, storage=storage, **_configure(plan))
     stored = study.user_attrs.get(PLAN_ATTR)
+    # A process that created the study a moment ago writes the plan right after: on storage
+    # other processes share, give it that moment before calling the study foreign.
+    deadline = time.monotonic() + PLAN_TIMEOUT_S
+    while stored is None and (wait or not spec.local) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+        stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(
+            PLAN_ATTR
+        )
     if stored is None:
         raise UsageError(
             f"study {study_name!r} in {spec.display} was not made by babysit search; "

@@ -100,3 +100,14 @@ def test_local_workers_share_one_journal_study(tiny_config, tmp_path, workers, m
     trials = optuna.load_study(study_name="tiny", storage=storage).trials
     assert sorted(t.number for t in trials) == list(range(9))
     assert all(t.state.is_finished() and t.state.name != "FAIL" for t in trials)
+
+
+def test_a_study_babysit_did_not_make_is_refused_not_touched(tiny_config, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/foreign.db"
+    foreign = optuna.create_study(study_name="tiny", storage=url)
+    foreign.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    code = main(["search", str(tiny_config), "--storage", url, "--resume", "--no-live"])
+    assert code == 2
+    (line,) = _error_lines(capsys)
+    assert "was not made by babysit search" in line
+    assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 2
