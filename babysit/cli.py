@@ -188,7 +188,8 @@ def _write_json(path, value) -> None:
     so that a crash never leaves half a file."""
     import json
     import math
-    import os
+
+    from babysit._io import write_atomic
 
     def finite(v):
         if isinstance(v, float) and not math.isfinite(v):
@@ -199,10 +200,7 @@ def _write_json(path, value) -> None:
             return [finite(x) for x in v]
         return v
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(finite(value), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(finite(value), indent=2, allow_nan=False) + "\n")
 
 
 def _preprocessed(splits, preprocess: str):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape as markup
 from rich.table import Table
 
+from babysit._io import write_atomic
 from babysit.errors import UsageError
 from babysit.lab.base import Claim, Experiment, Result
 from babysit.report.html import Section, escape, figure_png, image, new_figure, page, table
@@ -130,30 +130,11 @@ def check_out_dir(out: str | Path) -> Path:
     return path
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a whole file or nothing: a crash never leaves a half-written result."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a gallery is to share
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _json_number(value: object) -> object:
     """NumPy and torch scalars as plain numbers."""
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"cannot save a {type(value).__name__} in a lab result")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def load_results(out: str | Path, order: Sequence[str] = ()) -> list[Result]:
@@ -178,11 +159,11 @@ def save(result: Result, out: str | Path, order: Sequence[str] = ()) -> Path:
     this experiment's figures are drawn). Returns the index path."""
     path = check_out_dir(out)
     text = json.dumps(result.to_dict(), indent=1, default=_json_number)
-    _write_atomic(path / f"{result.name}.json", text)
-    _write_atomic(path / f"{result.name}.html", experiment_page(result, section_html(result)))
+    write_atomic(path / f"{result.name}.json", text)
+    write_atomic(path / f"{result.name}.html", experiment_page(result, section_html(result)))
     index = path / "index.html"
     results = load_results(path, order)
-    _write_atomic(index, gallery(results, [_saved_section(path, r) for r in results]))
+    write_atomic(index, gallery(results, [_saved_section(path, r) for r in results]))
     return index
 
 
@@ -199,7 +180,7 @@ def _saved_section(folder: Path, result: Result) -> str:
     except OSError:
         pass
     section = section_html(result)
-    _write_atomic(page_path, experiment_page(result, section))
+    write_atomic(page_path, experiment_page(result, section))
     return section
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from babysit._io import write_atomic
 from babysit.checks.findings import CODES, SEVERITIES, Finding
 from babysit.errors import UsageError
 
@@ -45,26 +45,6 @@ def json_safe(value: Any) -> Any:
     if hasattr(value, "tolist"):  # torch.Tensor, numpy array or scalar
         return json_safe(value.tolist())
     return str(value)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves a
-    half-written file in place of a good one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -148,11 +128,11 @@ class Report:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             if write_json:
-                _write_atomic(folder / JSON_NAME, (self.to_json() + "\n").encode())
+                write_atomic(folder / JSON_NAME, (self.to_json() + "\n").encode())
             page, figures = self.render_html()
             for name, png in figures.items():
-                _write_atomic(folder / name, png)
-            _write_atomic(folder / HTML_NAME, page.encode())
+                write_atomic(folder / name, png)
+            write_atomic(folder / HTML_NAME, page.encode())
         except PermissionError as e:
             raise UsageError(f"cannot write the report into {str(folder)!r}: {e}") from None
         return folder / HTML_NAME

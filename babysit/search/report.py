@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from babysit._io import write_atomic
 from babysit.report.terminal import stderr, stdout
 from babysit.search.plan import Plan
 from babysit.search.pruner import PRUNE_REASON
@@ -187,8 +188,8 @@ def write_report(result: SearchResult, out: Path | str, storage: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     data = result_dict(result, storage)
     json_path, html_path = out / "search.json", out / "search.html"
-    json_path.write_text(json.dumps(data, indent=2, default=_json_default) + "\n", encoding="utf-8")
-    html_path.write_text(html_page(result, storage), encoding="utf-8")
+    write_atomic(json_path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    write_atomic(html_path, html_page(result, storage))
     return [json_path, html_path]
 
 

@@ -56,6 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from babysit._io import write_atomic
 from babysit.errors import DataError, UsageError
 from babysit.nn.activations import activation_info
 from babysit.probes import (
@@ -430,7 +431,7 @@ class Monitor(Callback):
     def save_jsonl(self, path: str | os.PathLike) -> Path:
         """Write the history as JSON Lines, atomically (a crash never leaves half a file)."""
         records = self.history
-        return _write_atomic(
+        return write_atomic(
             Path(path), "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
         )
 
@@ -665,20 +666,6 @@ def load_history(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise DataError(f"{path}:{number} is not a Monitor record (no 'step' field)")
             records.append(record)
     return records
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`: a crash
-    never leaves half a file, and an existing one stays whole until the new one is done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 @contextmanager

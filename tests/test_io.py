@@ -1,0 +1,33 @@
+import os
+
+import pytest
+
+from babysit._io import write_atomic
+
+
+def test_write_atomic_replaces_whole_files_and_creates_folders(tmp_path):
+    path = write_atomic(tmp_path / "a" / "b.json", "first")
+    assert path.read_text() == "first"
+    write_atomic(path, b"second")
+    assert path.read_bytes() == b"second"
+    assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert sorted(p.name for p in path.parent.iterdir()) == ["b.json"]  # no temporaries
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = write_atomic(tmp_path / "r.json", "good")
+
+    class Boom(str):
+        def encode(self, *args, **kwargs):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_atomic(path, Boom("bad"))
+    assert path.read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
