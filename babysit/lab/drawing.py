@@ -119,12 +119,13 @@ def error_race(ax_curve, ax_bar, data: dict, key: str, colors: dict) -> None:
         )
     ax_curve.axhline(data["target"], color="black", ls="--", lw=1, label="target")
     ax_curve.set_yscale("log")
-    ax_curve.set(
-        title="training error while training",
-        xlabel="SGD step",
-        ylabel="training error (log scale)",
+    labelled(
+        ax_curve,
+        "training error while training",
+        "SGD step",
+        "training error (log scale)",
+        legend=7,
     )
-    ax_curve.legend(fontsize=7)
     steps_bars(
         ax_bar,
         [row[key] for row in data["table"]],
@@ -133,3 +134,22 @@ def error_race(ax_curve, ax_bar, data: dict, key: str, colors: dict) -> None:
         [colors.get(row[key]) for row in data["table"]],
     )
     ax_bar.set_title(f"steps to {data['target']:.0%} training error")
+
+
+def labelled(ax, title: str, xlabel: str, ylabel: str, legend: float | None = 8, **kw) -> None:
+    """Title and axis labels (and any other `Axes.set` keyword), then a legend in that font
+    size (None: no legend)."""
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, **kw)
+    if legend is not None:
+        ax.legend(fontsize=legend)
+
+
+def grid(*axes) -> None:
+    """A light grid on each of the axes."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+
+
+def layer_band(ax, per_seed: Sequence[Sequence[float]], label: str, color=None) -> None:
+    """`band` of a per-layer figure over layers 1..n, with a dot per layer."""
+    band(ax, layer_numbers(len(per_seed[0])), per_seed, label, color=color, marker="o", ms=3)

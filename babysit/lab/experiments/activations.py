@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
-from babysit.lab.drawing import error_race, layer_numbers, new_figure
+from babysit.lab.drawing import error_race, grid, labelled, layer_numbers, new_figure
 from babysit.lab.measure import ERROR_SAMPLE, Run, error_curves, train_run, tune_lr
 from babysit.nn import mlp
 from babysit.probes import Hooks, select_layers
@@ -254,14 +254,14 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
             color=_ACTIVATION_COLORS.get(row["activation"]),
         )
     ax_mean.axhline(0, color="black", lw=0.8)
-    ax_mean.set(
-        title="mean activation per layer, after training",
-        xlabel="hidden layer",
-        ylabel="mean output",
+    labelled(
+        ax_mean,
+        "mean activation per layer, after training",
+        "hidden layer",
+        "mean output",
+        legend=7,
     )
-    ax_mean.legend(fontsize=7)
-    for ax in (ax_curve, ax_bar, ax_mean):
-        ax.grid(alpha=0.3)
+    grid(ax_curve, ax_bar, ax_mean)
     return [
         (
             fig,

@@ -26,7 +26,7 @@ from babysit.checks.sanity import (
 )
 from babysit.checks.task import task_for
 from babysit.lab.base import Claim, Result, Setup, Ticker, digits, fmt, spread
-from babysit.lab.drawing import new_figure, ragged_band
+from babysit.lab.drawing import grid, labelled, new_figure, ragged_band
 from babysit.nn import mlp
 
 if TYPE_CHECKING:
@@ -285,14 +285,13 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
     ax_ratio.axhline(1e-3, color="black", lw=0.8, ls="--", label="1e-3")
     ax_ratio.set_yscale("log")
     ax_ratio.set_ylim(1e-5, 1)
-    ax_ratio.set(
-        title="update/weight ratio at the good lr",
-        xlabel="layer",
-        ylabel="median ||dW|| / ||W|| per step (log)",
+    labelled(
+        ax_ratio,
+        "update/weight ratio at the good lr",
+        "layer",
+        "median ||dW|| / ||W|| per step (log)",
     )
-    ax_ratio.legend(fontsize=8)
-    for ax in (ax_lr, ax_fit, ax_ratio):
-        ax.grid(alpha=0.3)
+    grid(ax_lr, ax_fit, ax_ratio)
     return [
         (
             fig,

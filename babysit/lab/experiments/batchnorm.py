@@ -10,6 +10,7 @@ uses the same net with ReLU units.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -17,18 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from babysit.lab.base import (
-    Claim,
-    Result,
-    Setup,
-    Ticker,
-    digits,
-    fmt,
-    separated,
-    spread,
-    steps_spread,
-)
-from babysit.lab.drawing import new_figure, ragged_band
+from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
+from babysit.lab.drawing import grid, labelled, new_figure, ragged_band
 from babysit.lab.measure import FixedBatchLog, Run, train_run
 from babysit.nn import mlp
 from babysit.probes import Hooks, preserved
@@ -139,7 +130,7 @@ def run(setup: Setup) -> Result:
 
 def _one_run(
     setup: Setup,
-    tick: Ticker,
+    tick: Callable[[str], None],
     bn: bool,
     init: str,
     act: str,
@@ -298,6 +289,11 @@ _NET_LABELS = {"plain": "plain", "bn": "with BN"}
 
 
 def figures(data: dict) -> list[tuple[Figure, str]]:
+    return [_fig1(data), _inits_and_ladder(data)]
+
+
+def _fig1(data: dict) -> tuple[Figure, str]:
+    """The paper's Fig. 1: validation error, and a sigmoid input's percentiles, plain and BN."""
     fig = new_figure(12, 3.9)
     ax_curve, ax_plain, ax_bn = fig.subplots(1, 3)
     for key in ("plain", "bn"):
@@ -307,12 +303,9 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
         )
     ax_curve.axhline(data["target"], color="black", ls="--", lw=1, label="target")
     ax_curve.set_yscale("log")
-    ax_curve.set(
-        title="sigmoid net, Xavier init, same lr",
-        xlabel="SGD step",
-        ylabel="validation error (log scale)",
+    labelled(
+        ax_curve, "sigmoid net, Xavier init, same lr", "SGD step", "validation error (log scale)"
     )
-    ax_curve.legend(fontsize=8)
     low = min(min(min(v) for v in data["percentiles"][k]["values"]) for k in ("plain", "bn"))
     high = max(max(max(v) for v in data["percentiles"][k]["values"]) for k in ("plain", "bn"))
     margin = 0.05 * (high - low)
@@ -329,25 +322,26 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
                 color=_NET_COLORS[key],
                 label=f"{name} percentile",
             )
-        ax.set(
-            title=f"input to a last-layer sigmoid, {_NET_LABELS[key]}",
-            xlabel="SGD step",
-            ylabel="value",
+        labelled(
+            ax,
+            f"input to a last-layer sigmoid, {_NET_LABELS[key]}",
+            "SGD step",
+            "value",
             ylim=(low - margin, high + margin),
         )
-        ax.legend(fontsize=8)
-    for ax in (ax_curve, ax_plain, ax_bn):
-        ax.grid(alpha=0.3)
-    out = [
-        (
-            fig,
-            "The paper's Fig. 1 on digits. Left: validation error (median over seeds, band: "
-            "min..max). Middle and right: the 15th, 50th and 85th percentiles of one unit's "
-            "input to the last sigmoid layer over training (the unit whose drift is the "
-            "median one, first seed; same y axis): without BN the median wanders; with BN it "
-            "stays, while the spread widens as BN's scale is learnt.",
-        )
-    ]
+    grid(ax_curve, ax_plain, ax_bn)
+    return (
+        fig,
+        "The paper's Fig. 1 on digits. Left: validation error (median over seeds, band: "
+        "min..max). Middle and right: the 15th, 50th and 85th percentiles of one unit's "
+        "input to the last sigmoid layer over training (the unit whose drift is the "
+        "median one, first seed; same y axis): without BN the median wanders; with BN it "
+        "stays, while the spread widens as BN's scale is learnt.",
+    )
+
+
+def _inits_and_ladder(data: dict) -> tuple[Figure, str]:
+    """Steps to the target per init, and the ReLU net's outcome per learning rate."""
     fig2 = new_figure(11, 3.6)
     ax_init, ax_ladder = fig2.subplots(1, 2)
     steps = data["steps"]
@@ -393,15 +387,12 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
     ax_ladder.set_yticks([0, 1], ["plain", "with BN"])
     ax_ladder.set_title("ReLU net: outcome per learning rate (seeds)")
     ax_init.grid(alpha=0.3, axis="y")
-    out.append(
-        (
-            fig2,
-            "Left: steps to the target from three inits (bar: median, line: min..max, hatched: "
-            "not reached in the budget by some seed). Right: the same net with ReLU units "
-            "over a ladder of learning rates; diverged = NaN or loss > 3x the initial loss.",
-        )
+    return (
+        fig2,
+        "Left: steps to the target from three inits (bar: median, line: min..max, hatched: "
+        "not reached in the budget by some seed). Right: the same net with ReLU units "
+        "over a ladder of learning rates; diverged = NaN or loss > 3x the initial loss.",
     )
-    return out
 
 
 def _rectangle(xy, width: float, height: float, color: str):

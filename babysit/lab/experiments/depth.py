@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from babysit.lab.base import Claim, Result, Setup, digits, fmt, spread
-from babysit.lab.drawing import INIT_COLORS, band, layer_numbers, new_figure, ragged_band
+from babysit.lab.drawing import INIT_COLORS, grid, labelled, layer_band, new_figure, ragged_band
 from babysit.lab.measure import ERROR_SAMPLE, train_run
 from babysit.nn import mlp
 from babysit.probes import activation_stats
@@ -183,33 +183,24 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
             color=INIT_COLORS[init],
         )
         grads = data["grad_norms"][init]
-        band(
-            ax_grad,
-            layer_numbers(len(grads[0])),
-            grads,
-            f"{init} init",
-            color=INIT_COLORS[init],
-            marker="o",
-            ms=3,
-        )
+        layer_band(ax_grad, grads, f"{init} init", INIT_COLORS[init])
     ax_error.axhline(0.9, color="gray", ls=":", lw=1, label="chance (90%)")
     ax_error.axhline(data["target"], color="black", ls="--", lw=1, label="target")
-    ax_error.set(
-        title="30-layer ReLU net: He trains, Xavier stalls",
-        xlabel="SGD step",
-        ylabel="training error",
+    labelled(
+        ax_error,
+        "30-layer ReLU net: He trains, Xavier stalls",
+        "SGD step",
+        "training error",
         ylim=(0, 1),
     )
-    ax_error.legend(fontsize=8)
     ax_grad.set_yscale("log")
-    ax_grad.set(
-        title="why: weight-gradient norm at init, per layer",
-        xlabel="layer (31 = logits)",
-        ylabel="||dL/dW|| (log scale)",
+    labelled(
+        ax_grad,
+        "why: weight-gradient norm at init, per layer",
+        "layer (31 = logits)",
+        "||dL/dW|| (log scale)",
     )
-    ax_grad.legend(fontsize=8)
-    for ax in (ax_error, ax_grad):
-        ax.grid(alpha=0.3)
+    grid(ax_error, ax_grad)
     return [
         (
             fig,

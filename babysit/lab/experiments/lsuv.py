@@ -16,8 +16,9 @@ from torch import nn
 from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
 from babysit.lab.drawing import (
     INIT_COLORS,
-    band,
-    layer_numbers,
+    grid,
+    labelled,
+    layer_band,
     new_figure,
     ragged_band,
     steps_bars,
@@ -173,33 +174,19 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
     inits = list(data["variances"])
     for init in inits:
         variances = data["variances"][init]
-        band(
-            ax_var,
-            layer_numbers(len(variances[0])),
-            variances,
-            f"{init}",
-            color=INIT_COLORS[init],
-            marker="o",
-            ms=3,
-        )
+        layer_band(ax_var, variances, f"{init}", INIT_COLORS[init])
         curve = data["curves"][init]
         ragged_band(ax_curve, curve["steps"], curve["errors"], init, color=INIT_COLORS[init])
     ax_var.axhline(1.0, color="black", lw=0.8)
     ax_var.set_yscale("log")
-    ax_var.set(
-        title="output variance of each layer at init",
-        xlabel="layer (last = logits)",
-        ylabel="variance (log scale)",
+    labelled(
+        ax_var,
+        "output variance of each layer at init",
+        "layer (last = logits)",
+        "variance (log scale)",
     )
-    ax_var.legend(fontsize=8)
     ax_curve.axhline(data["target"], color="black", ls="--", lw=1, label="target")
-    ax_curve.set(
-        title="training error while training",
-        xlabel="SGD step",
-        ylabel="training error",
-        ylim=(0, 1),
-    )
-    ax_curve.legend(fontsize=8)
+    labelled(ax_curve, "training error while training", "SGD step", "training error", ylim=(0, 1))
     steps_bars(
         ax_bar,
         inits,
@@ -208,8 +195,7 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
         [INIT_COLORS[i] for i in inits],
     )
     ax_bar.set_title(f"steps to {data['target']:.0%} training error")
-    for ax in (ax_var, ax_curve, ax_bar):
-        ax.grid(alpha=0.3)
+    grid(ax_var, ax_curve, ax_bar)
     return [
         (
             fig,

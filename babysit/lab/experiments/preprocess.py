@@ -12,24 +12,15 @@ random weight perturbation is then applied to both. Only the offset of the data 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from babysit.data import MeanImage, Standardize, Whiten
-from babysit.lab.base import (
-    Claim,
-    Result,
-    Setup,
-    Ticker,
-    digits,
-    fmt,
-    separated,
-    spread,
-    steps_spread,
-)
-from babysit.lab.drawing import band, error_race, new_figure
+from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
+from babysit.lab.drawing import band, error_race, grid, labelled, new_figure
 from babysit.lab.measure import Run, error_curves, train_run, tune_lr
 from babysit.nn import mlp
 
@@ -156,7 +147,9 @@ def run(setup: Setup) -> Result:
     )
 
 
-def _race(setup: Setup, tick: Ticker) -> tuple[dict, dict, dict, list[tuple[int, nn.Module]]]:
+def _race(
+    setup: Setup, tick: Callable[[str], None]
+) -> tuple[dict, dict, dict, list[tuple[int, nn.Module]]]:
     """Per input: the learning rate tuned for speed, and at it, per seed, the steps to the
     target and the error curve; and the centred nets that did not diverge, by seed. Each seed
     fixes the data split, the init and the batch order."""
@@ -197,7 +190,7 @@ def _race(setup: Setup, tick: Ticker) -> tuple[dict, dict, dict, list[tuple[int,
 
 
 def _sensitivity(
-    setup: Setup, centred_models: list[tuple[int, nn.Module]], tick: Ticker
+    setup: Setup, centred_models: list[tuple[int, nn.Module]], tick: Callable[[str], None]
 ) -> dict[str, list[list[float]]]:
     """Per seed, per EPSILONS: the mean loss change of each centred net, and of the same
     function written for raw inputs, under the same random weight changes."""
@@ -280,14 +273,13 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
         )
     ax_sens.set_xscale("log")
     ax_sens.set_yscale("log")
-    ax_sens.set(
-        title="same function, raw vs centred inputs",
-        xlabel="relative weight change ||dW|| / ||W||",
-        ylabel="mean |loss change| (log scale)",
+    labelled(
+        ax_sens,
+        "same function, raw vs centred inputs",
+        "relative weight change ||dW|| / ||W||",
+        "mean |loss change| (log scale)",
     )
-    ax_sens.legend(fontsize=8)
-    for ax in (ax_curve, ax_bar, ax_sens):
-        ax.grid(alpha=0.3)
+    grid(ax_curve, ax_bar, ax_sens)
     return [
         (
             fig,

@@ -22,7 +22,7 @@ import optuna
 import torch
 
 from babysit.lab.base import Claim, Result, Setup, digits, fmt, seeds_for, spread
-from babysit.lab.drawing import new_figure
+from babysit.lab.drawing import grid, labelled, new_figure
 from babysit.nn import mlp
 from babysit.train import evaluate, fit
 
@@ -329,12 +329,9 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
     for key, color in (("grid", "#d62728"), ("random", "#1f77b4")):
         values = np.array(data["synthetic"][key])
         ax_cdf.plot(values, np.linspace(0, 1, len(values)), color=color, label=key)
-    ax_cdf.set(
-        title="distance of the best trial's x to x*",
-        xlabel="|x - x*|",
-        ylabel="fraction of placements (CDF)",
+    labelled(
+        ax_cdf, "distance of the best trial's x to x*", "|x - x*|", "fraction of placements (CDF)"
     )
-    ax_cdf.legend(fontsize=8)
     for key, color, marker in (("grid", "#d62728", "s"), ("random", "#1f77b4", "o")):
         lrs = [lr for run_ in data["digits"][key] for lr in run_["lrs"]]
         values = [v for run_ in data["digits"][key] for v in run_["values"]]
@@ -342,14 +339,13 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
             lrs, values, s=12, alpha=0.5, color=color, marker=marker, label=f"{key} trials"
         )
     ax_digits.set_xscale("log")
-    ax_digits.set(
-        title="digits: every trial, all repeats",
-        xlabel="learning rate (log scale)",
-        ylabel="validation accuracy",
+    labelled(
+        ax_digits,
+        "digits: every trial, all repeats",
+        "learning rate (log scale)",
+        "validation accuracy",
     )
-    ax_digits.legend(fontsize=8)
-    for ax in (ax_points, ax_cdf, ax_digits):
-        ax.grid(alpha=0.3)
+    grid(ax_points, ax_cdf, ax_digits)
     out = [
         (
             fig,
@@ -375,12 +371,9 @@ def figures(data: dict) -> list[tuple[Figure, str]]:
                 label=f"stage {index + 1} ({len(stage['lrs'])} trials)",
             )
         ax.set_xscale("log")
-        ax.set(
-            title="coarse to fine (first study)",
-            xlabel="learning rate (log scale)",
-            ylabel="validation accuracy",
+        labelled(
+            ax, "coarse to fine (first study)", "learning rate (log scale)", "validation accuracy"
         )
-        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         out.append(
             (
