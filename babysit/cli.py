@@ -430,8 +430,8 @@ def lab_command(
     names: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Experiments to run: init, depth, activations, preprocess, batchnorm, "
-            "babysitting, search, lsuv; or all (the default).",
+            help="Experiments to run, by name (babysit lab --list names and describes "
+            "them), or all (the default).",
             show_default=False,
         ),
     ] = None,

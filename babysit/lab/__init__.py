@@ -1,9 +1,9 @@
 """The lecture's experiments, reproduced and checked: `babysit lab NAME|all`.
 
-Each experiment states the claims it checks with their sources, measures them on the bundled
-digits data or generated data, and decides each one PASS or FAIL by a threshold stated next to
-it. `run(names, scale, out, seed)` runs some of them and, with `out`, writes the HTML gallery.
-See docs/lab.md.
+Each experiment (one module of `babysit.lab.experiments`) states the claims it checks with
+their sources, measures them on the bundled digits data or generated data, and decides each
+one PASS or FAIL by a threshold stated next to it. `run(names, scale, out, seed)` runs some of
+them and, with `out`, writes the HTML gallery. See docs/lab.md.
 """
 
 from __future__ import annotations
@@ -14,32 +14,14 @@ from pathlib import Path
 import torch
 
 from babysit.errors import UsageError
-from babysit.lab import (
-    activations,
-    babysitting,
-    batchnorm,
-    depth,
-    init,
-    lsuv,
-    preprocess,
-    search,
-)
 from babysit.lab.base import SCALES, Claim, Experiment, Result
+from babysit.lab.experiments import discover
 
 __all__ = ["EXPERIMENTS", "SCALES", "Claim", "Experiment", "Result", "resolve", "run"]
 
 
-def _first_paragraph(module) -> str:
-    """The module docstring's first paragraph, on one line, without the leading "NAME: "."""
-    text = " ".join(module.__doc__.split("\n\n")[0].split())
-    return text.removeprefix(f"{module.NAME}: ")
-
-
-EXPERIMENTS: dict[str, Experiment] = {
-    module.NAME: Experiment(module.NAME, module.TITLE, module.run, _first_paragraph(module))
-    for module in (init, depth, activations, preprocess, batchnorm, babysitting, search, lsuv)
-}
-"""Name -> experiment, in the order the lecture meets them."""
+EXPERIMENTS: dict[str, Experiment] = discover()
+"""Name -> experiment, in the order the lecture meets them (each module's ORDER)."""
 
 
 def resolve(names: str | Iterable[str]) -> list[str]:

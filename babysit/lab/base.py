@@ -1,9 +1,12 @@
 """What every lab experiment shares: a Claim checked against a stated threshold, the Result an
-experiment returns, its scales and seeds, and the statistics used to decide over seeds.
+experiment returns, its scales and seeds, the Setup it runs with, and the statistics used to
+decide over seeds.
 
-An experiment is a function `run(scale, seed, device, progress) -> Result`, pure of plotting
-and printing: it measures, decides each claim by an explicit threshold and returns the numbers
-(`Result.data`, JSON-serialisable) that `babysit.lab.gallery` draws.
+An experiment is one module of `babysit.lab.experiments` (see `Experiment.from_module`): its
+`run(setup) -> Result` measures, decides each claim by an explicit threshold and returns the
+numbers (`Result.data`, JSON-serialisable) that its `figures(data)` draws for the gallery.
+The base does the common opening: it validates the scale and seed, picks the device, runs on
+one CPU thread, hands `run` that scale's SETTINGS and seeds, and times it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
+from numbers import Real
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -28,6 +33,7 @@ __all__ = [
     "Experiment",
     "Progress",
     "Result",
+    "Setup",
     "Spread",
     "Ticker",
     "digits",
@@ -35,15 +41,16 @@ __all__ = [
     "seeds_for",
     "separated",
     "spread",
+    "steps_spread",
 ]
 
 SCALES = ("tiny", "small", "full")
 """tiny: seconds, for the tests; small: the default, <= 1 minute each on a 2-core CPU;
 full: the papers' settings where they are feasible, on CUDA when present."""
 
-# Small models on a CPU run fastest on one intra-op thread: on this shared 2-core machine an
-# 8x128 MLP step (batch 64) took 2.9 ms with 1 thread and 147 ms with torch's default of 2,
-# which spin-wait for each other under load (our measurement, /tmp benchmark, torch 2.13).
+# Small models on a CPU run fastest on one intra-op thread: on a loaded 2-core CPU an 8x128
+# MLP step (batch 64) took 2.9 ms with 1 thread and 147 ms with torch's default of 2, whose
+# threads spin-wait for each other (our measurement, torch 2.13).
 CPU_THREADS = 1
 
 Progress = Callable[[int, int, str], None]
@@ -112,15 +119,82 @@ class Result:
         return cls(**fields)
 
 
+Figures = Callable[[dict[str, Any]], list[tuple[Any, str]]]
+"""figures(data) -> [(matplotlib Figure, caption)]: an experiment's plots, from Result.data."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the base hands an experiment's `run`: the scale and that scale's SETTINGS, the
+    first seed, the device and the progress callback."""
+
+    name: str
+    title: str
+    scale: str
+    settings: dict[str, Any]
+    seed: int
+    device: torch.device
+    progress: Progress | None = None
+
+    @property
+    def seeds(self) -> list[int]:
+        """The experiment's seeds: SETTINGS["seeds"] of them, from the first seed."""
+        return seeds_for(self.seed, self.settings["seeds"])
+
+    def ticker(self, total: int) -> Ticker:
+        """A Ticker reporting `total` units of work to the progress callback."""
+        return Ticker(total, self.progress)
+
+    def result(
+        self,
+        *,
+        summary: str,
+        setting: str,
+        claims: list[Claim],
+        data: dict[str, Any],
+        seeds: list[int] | None = None,
+    ) -> Result:
+        """The Result of this run, named, titled and scaled as the setup says."""
+        return Result(
+            name=self.name,
+            title=self.title,
+            summary=summary,
+            setting=setting,
+            scale=self.scale,
+            seeds=self.seeds if seeds is None else seeds,
+            claims=claims,
+            data=data,
+        )
+
+
 @dataclass(frozen=True)
 class Experiment:
     """A registered experiment. Calling it validates the scale, picks the device, runs on one
-    CPU thread (see CPU_THREADS) and records wall and CPU time."""
+    CPU thread (see CPU_THREADS) and records wall and CPU time; `figures(data)` draws it."""
 
     name: str
     title: str
     function: Callable[..., Result]
     description: str = ""
+    figures: Figures | None = None
+    order: float = 0.0
+
+    @classmethod
+    def from_module(cls, module: ModuleType) -> Experiment:
+        """The experiment a module of `babysit.lab.experiments` defines. Its name is the
+        module's; it must have a docstring opening "NAME: what it checks", TITLE, ORDER (its
+        place in the lecture, hence in `babysit lab --list` and `all`), SETTINGS (one dict per
+        scale, with the same keys), `run(setup) -> Result` and `figures(data)`."""
+        name = module.__name__.rpartition(".")[2]
+        _check_module(module, name)
+        return cls(
+            name=name,
+            title=module.TITLE,
+            function=partial(_run_module, module, name),
+            description=_first_paragraph(module.__doc__, name),
+            figures=module.figures,
+            order=float(module.ORDER),
+        )
 
     def __call__(
         self,
@@ -141,6 +215,43 @@ class Experiment:
         result.seconds = time.perf_counter() - wall
         result.cpu_seconds = time.process_time() - cpu
         return result
+
+
+def _run_module(
+    module: ModuleType,
+    name: str,
+    scale: str,
+    seed: int,
+    device: torch.device,
+    progress: Progress | None,
+) -> Result:
+    setup = Setup(name, module.TITLE, scale, module.SETTINGS[scale], seed, device, progress)
+    return module.run(setup)
+
+
+def _check_module(module: ModuleType, name: str) -> None:
+    """A TypeError naming the module and what it lacks, for whoever writes a new experiment."""
+    where = f"lab experiment module {module.__name__}"
+    doc = module.__doc__ or ""
+    if not doc.startswith(f"{name}: "):
+        raise TypeError(f"{where}: its docstring must open with {name + ': '!r}, what it checks")
+    for attribute, kind in (("TITLE", str), ("ORDER", Real), ("SETTINGS", dict)):
+        if not isinstance(getattr(module, attribute, None), kind):
+            raise TypeError(f"{where}: define {attribute} ({kind.__name__})")
+    for function in ("run", "figures"):
+        if not callable(getattr(module, function, None)):
+            raise TypeError(f"{where}: define {function}()")
+    settings = module.SETTINGS
+    if set(settings) != set(SCALES) or len({frozenset(v) for v in settings.values()}) != 1:
+        raise TypeError(
+            f"{where}: SETTINGS must have one dict per scale ({', '.join(SCALES)}), all with "
+            "the same keys, so that every scale runs the same code"
+        )
+
+
+def _first_paragraph(doc: str, name: str) -> str:
+    """A docstring's first paragraph, on one line, without the leading "NAME: "."""
+    return " ".join(doc.split("\n\n")[0].split()).removeprefix(f"{name}: ")
 
 
 def _device(device: torch.device | str) -> torch.device:
@@ -206,6 +317,11 @@ def spread(values: Sequence[float]) -> Spread:
     if not values:
         raise ValueError("spread of no values")
     return Spread(statistics.median(values), min(values), max(values), values)
+
+
+def steps_spread(steps: Sequence[int | None]) -> Spread:
+    """The spread of steps to a target over seeds; a run that never reached it counts inf."""
+    return spread([math.inf if v is None else v for v in steps])
 
 
 def separated(lower: Sequence[float], higher: Sequence[float]) -> bool:

@@ -16,7 +16,15 @@ from torch import Tensor, nn
 
 from babysit.train import Callback, History, LossAbort, TrainState, fit
 
-__all__ = ["ERROR_SAMPLE", "ErrorLog", "Run", "train_run", "tune_lr"]
+__all__ = [
+    "ERROR_SAMPLE",
+    "ErrorLog",
+    "FixedBatchLog",
+    "Run",
+    "error_curves",
+    "train_run",
+    "tune_lr",
+]
 
 # The training error is measured on this many training examples (the splits are shuffled, so
 # the first ones are a random sample): its std at 2% error is ~0.6 points, and measuring it
@@ -25,7 +33,34 @@ __all__ = ["ERROR_SAMPLE", "ErrorLog", "Run", "train_run", "tune_lr"]
 ERROR_SAMPLE = 512
 
 
-class ErrorLog(Callback):
+class FixedBatchLog(Callback):
+    """Every `every` steps, and before the first, `record(state, *data)` on a fixed batch
+    `data` moved to the training device, without gradients; the steps logged are `steps`.
+    A subclass says what it records; the schedule is this one."""
+
+    def __init__(self, data: tuple[Tensor, ...], every: int):
+        self.data = data
+        self.every = every
+        self.steps: list[int] = []
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self._data = tuple(t.to(state.device) for t in self.data)
+        self._log(state)
+
+    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
+        if state.step % self.every == 0:
+            self._log(state)
+
+    @torch.no_grad()
+    def _log(self, state: TrainState) -> None:
+        self.steps.append(state.step)
+        self.record(state, *self._data)
+
+    def record(self, state: TrainState, *data: Tensor) -> None:
+        raise NotImplementedError
+
+
+class ErrorLog(FixedBatchLog):
     """Every `every` steps (and before the first), the classification error of the model on
     `(x, y)` in eval mode; optionally stops training once it is <= `target`."""
 
@@ -36,30 +71,18 @@ class ErrorLog(Callback):
         target: float | None = None,
         stop_at_target: bool = True,
     ):
-        self.data = data
-        self.every = every
+        super().__init__(data, every)
         self.target = target
         self.stop_at_target = stop_at_target
-        self.steps: list[int] = []
         self.errors: list[float] = []
         self.reached: int | None = None
 
-    def on_train_begin(self, state: TrainState) -> None:
-        self._x, self._y = (t.to(state.device) for t in self.data)
-        self._record(state)
-
-    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
-        if state.step % self.every == 0:
-            self._record(state)
-
-    @torch.no_grad()
-    def _record(self, state: TrainState) -> None:
+    def record(self, state: TrainState, x: Tensor, y: Tensor) -> None:
         model = state.model
         was_training = model.training
         model.eval()
-        error = float((model(self._x).argmax(dim=1) != self._y).float().mean())
+        error = float((model(x).argmax(dim=1) != y).float().mean())
         model.train(was_training)
-        self.steps.append(state.step)
         self.errors.append(error)
         if self.target is not None and self.reached is None and error <= self.target:
             self.reached = state.step
@@ -126,6 +149,11 @@ def train_run(
     )
     diverged = history.stopped and log.reached is None
     return Run(lr, log.reached, diverged, history, log.steps, log.errors, model)
+
+
+def error_curves(runs: Sequence[Run]) -> dict[str, list[list]]:
+    """The runs' training-error curves, as the figures read them: steps and errors per run."""
+    return {"steps": [r.error_steps for r in runs], "errors": [r.errors for r in runs]}
 
 
 def tune_lr(

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from babysit.lab import activations
-from babysit.lab.activations import _mean_activations
+from babysit.lab.experiments import activations
+from babysit.lab.experiments.activations import _mean_activations
 from babysit.nn import mlp
 
 

@@ -132,6 +132,6 @@ def test_fmt_numbers():
 def test_every_scale_sets_the_same_knobs(name):
     import importlib
 
-    settings = importlib.import_module(f"babysit.lab.{name}").SETTINGS
+    settings = importlib.import_module(f"babysit.lab.experiments.{name}").SETTINGS
     assert set(settings) == {"tiny", "small", "full"}
     assert len({frozenset(s) for s in settings.values()}) == 1  # full runs the same code paths

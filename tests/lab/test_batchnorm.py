@@ -1,6 +1,6 @@
 import torch
 
-from babysit.lab.batchnorm import InputPercentiles, _drift
+from babysit.lab.experiments.batchnorm import InputPercentiles, _drift
 from babysit.nn import mlp
 from babysit.train import fit
 

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from babysit.lab import init
+from babysit.lab.experiments import init
 
 
 def test_tiny_run_reports_every_activation_and_init(tiny):

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from babysit.lab import preprocess
-from babysit.lab.preprocess import _as_raw, _loss_change
+from babysit.lab.experiments import preprocess
+from babysit.lab.experiments.preprocess import _as_raw, _loss_change
 from babysit.nn import mlp
 
 

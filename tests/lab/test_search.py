@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from babysit.lab.search import _grid_axis, _synthetic
+from babysit.lab.experiments.search import _grid_axis, _synthetic
 
 
 def test_grid_axis_puts_points_at_cell_centres():

@@ -8,29 +8,31 @@ variance on one minibatch: `babysit.nn.lsuv_`, with the authors' Tol = 0.02, T_m
 
 from __future__ import annotations
 
-import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from babysit.lab.base import (
-    Claim,
-    Progress,
-    Result,
-    Ticker,
-    digits,
-    fmt,
-    seeds_for,
-    separated,
-    spread,
+from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
+from babysit.lab.drawing import (
+    INIT_COLORS,
+    grid,
+    labelled,
+    layer_band,
+    new_figure,
+    ragged_band,
+    steps_bars,
 )
 from babysit.lab.measure import ERROR_SAMPLE, train_run
 from babysit.nn import mlp
 from babysit.nn.init import LSUV_TOLERANCE, lsuv_
 from babysit.probes import activation_stats
 
-NAME = "lsuv"
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 TITLE = "LSUV and orthogonal init vs Xavier and He on a deep net"
+ORDER = 8
 SOURCE = "Mishkin & Matas, ICLR 2016"
 INITS = ("xavier", "he", "orthogonal", "lsuv")
 
@@ -54,15 +56,35 @@ TARGET_ERROR = 0.1
 VARIANCE_FACTOR = 2.0
 
 
-def run(
-    scale: str = "small",
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-) -> Result:
-    s = SETTINGS[scale]
-    seeds = seeds_for(seed, s["seeds"])
-    tick = Ticker(len(seeds) * len(INITS), progress)
+def run(setup: Setup) -> Result:
+    s, seeds = setup.settings, setup.seeds
+    measured = _measure(setup)
+    return setup.result(
+        summary=(
+            f"A {s['layers']}-layer ReLU MLP from four inits. Xavier's variance halves at "
+            "every layer; He's keeps it on average but wanders from layer to layer; LSUV "
+            "measures and fixes it, layer by layer, to 1. Orthogonal and LSUV nets start "
+            "learning sooner."
+        ),
+        setting=(
+            f"digits (standardized), MLP 64 -> {s['layers']} x {s['width']} ReLU -> 10, SGD "
+            f"momentum 0.9, lr {LR:g}, batch 64, at most {s['budget']} steps; orthogonal with "
+            f"ReLU's gain sqrt 2; LSUV on {LSUV_BATCH} training images (Tol "
+            f"{LSUV_TOLERANCE:g}); variance of each Linear layer's output on {2 * LSUV_BATCH} "
+            f"other training images; training error on {ERROR_SAMPLE} training images every "
+            f"{ERROR_EVERY} steps; "
+            f"{len(seeds)} seeds, median [min, max]"
+        ),
+        claims=claims(measured, s["budget"]),
+        data={"target": TARGET_ERROR, "budget": s["budget"], **measured},
+    )
+
+
+def _measure(setup: Setup) -> dict:
+    """Per init, per seed: each layer's output variance right after init, then the steps to
+    the target and the error curve; and LSUV's rescalings per layer, per seed."""
+    s, seeds, device = setup.settings, setup.seeds, setup.device
+    tick = setup.ticker(len(seeds) * len(INITS))
     variances: dict[str, list] = {init: [] for init in INITS}
     steps: dict[str, list] = {init: [] for init in INITS}
     curves: dict[str, dict] = {init: {"steps": [], "errors": []} for init in INITS}
@@ -100,11 +122,24 @@ def run(
             curves[init]["steps"].append(result.error_steps)
             curves[init]["errors"].append(result.errors)
             tick(f"{init} init, seed {seed_}")
+    return {
+        "variances": variances,
+        "steps": steps,
+        "curves": curves,
+        "iterations": iterations,
+    }
 
+
+def claims(measured: dict, budget: int) -> list[Claim]:
+    """Unit variance after LSUV; orthogonal and LSUV start faster than Xavier and He."""
+    variances, iterations = measured["variances"], measured["iterations"]
     lsuv_low = spread([min(v) for v in variances["lsuv"]])
     lsuv_high = spread([max(v) for v in variances["lsuv"]])
     xavier_top = spread([v[-2] for v in variances["xavier"]])  # the last hidden layer
-    claims = [
+    spreads = {init: steps_spread(measured["steps"][init]) for init in INITS}
+    fast = {init: spreads[init] for init in ("orthogonal", "lsuv")}
+    slow = {init: spreads[init] for init in ("xavier", "he")}
+    return [
         Claim(
             text="After LSUV every layer's output has unit variance",
             source=SOURCE + ", Algorithm 1",
@@ -116,53 +151,56 @@ def run(
             f"{min(min(i) for i in iterations)}..{max(max(i) for i in iterations)}",
             passed=lsuv_low.low >= 1 / VARIANCE_FACTOR and lsuv_high.high <= VARIANCE_FACTOR,
             values={"min_variance": lsuv_low.median, "max_variance": lsuv_high.median},
-        )
-    ]
-
-    def spread_of(init: str):
-        return spread([math.inf if v is None else v for v in steps[init]])
-
-    fast = {init: spread_of(init) for init in ("orthogonal", "lsuv")}
-    slow = {init: spread_of(init) for init in ("xavier", "he")}
-    claims.append(
+        ),
         Claim(
             text=f"Orthogonal and LSUV init start training faster than Xavier and He (steps to "
             f"{TARGET_ERROR:.0%} training error)",
             source=SOURCE + ", Sec. 4; Saxe et al., ICLR 2014",
             expected="each of orthogonal, LSUV below each of Xavier, He, ranges apart",
             measured="; ".join(f"{init} {fmt(value)}" for init, value in {**slow, **fast}.items())
-            + f" (inf = not within {s['budget']} steps)",
+            + f" (inf = not within {budget} steps)",
             passed=all(separated(f.values, w.values) for f in fast.values() for w in slow.values()),
-            values={init: spread_of(init).median for init in INITS},
+            values={init: spreads[init].median for init in INITS},
+        ),
+    ]
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def figures(data: dict) -> list[tuple[Figure, str]]:
+    fig = new_figure(12, 3.9)
+    ax_var, ax_curve, ax_bar = fig.subplots(1, 3)
+    inits = list(data["variances"])
+    for init in inits:
+        variances = data["variances"][init]
+        layer_band(ax_var, variances, f"{init}", INIT_COLORS[init])
+        curve = data["curves"][init]
+        ragged_band(ax_curve, curve["steps"], curve["errors"], init, color=INIT_COLORS[init])
+    ax_var.axhline(1.0, color="black", lw=0.8)
+    ax_var.set_yscale("log")
+    labelled(
+        ax_var,
+        "output variance of each layer at init",
+        "layer (last = logits)",
+        "variance (log scale)",
+    )
+    ax_curve.axhline(data["target"], color="black", ls="--", lw=1, label="target")
+    labelled(ax_curve, "training error while training", "SGD step", "training error", ylim=(0, 1))
+    steps_bars(
+        ax_bar,
+        inits,
+        [data["steps"][i] for i in inits],
+        data["budget"],
+        [INIT_COLORS[i] for i in inits],
+    )
+    ax_bar.set_title(f"steps to {data['target']:.0%} training error")
+    grid(ax_var, ax_curve, ax_bar)
+    return [
+        (
+            fig,
+            "Left: the variance of each layer's output right after init, on training images "
+            "LSUV was not fitted on (median over seeds, band: min..max). Middle and right: "
+            "training error, and steps to the target, from each init.",
         )
-    )
-    return Result(
-        name=NAME,
-        title=TITLE,
-        summary=(
-            f"A {s['layers']}-layer ReLU MLP from four inits. Xavier's variance halves at "
-            "every layer; He's keeps it on average but wanders from layer to layer; LSUV "
-            "measures and fixes it, layer by layer, to 1. Orthogonal and LSUV nets start "
-            "learning sooner."
-        ),
-        setting=(
-            f"digits (standardized), MLP 64 -> {s['layers']} x {s['width']} ReLU -> 10, SGD "
-            f"momentum 0.9, lr {LR:g}, batch 64, at most {s['budget']} steps; orthogonal with "
-            f"ReLU's gain sqrt 2; LSUV on {LSUV_BATCH} training images (Tol "
-            f"{LSUV_TOLERANCE:g}); variance of each Linear layer's output on {2 * LSUV_BATCH} "
-            f"other training images; training error on {ERROR_SAMPLE} training images every "
-            f"{ERROR_EVERY} steps; "
-            f"{len(seeds)} seeds, median [min, max]"
-        ),
-        scale=scale,
-        seeds=seeds,
-        claims=claims,
-        data={
-            "target": TARGET_ERROR,
-            "budget": s["budget"],
-            "variances": variances,
-            "steps": steps,
-            "curves": curves,
-            "iterations": iterations,
-        },
-    )
+    ]

@@ -12,28 +12,23 @@ random weight perturbation is then applied to both. Only the offset of the data 
 from __future__ import annotations
 
 import copy
-import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from babysit.data import MeanImage, Standardize, Whiten
-from babysit.lab.base import (
-    Claim,
-    Progress,
-    Result,
-    Ticker,
-    digits,
-    fmt,
-    seeds_for,
-    separated,
-    spread,
-)
-from babysit.lab.measure import Run, train_run, tune_lr
+from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
+from babysit.lab.drawing import band, error_race, grid, labelled, new_figure
+from babysit.lab.measure import Run, error_curves, train_run, tune_lr
 from babysit.nn import mlp
 
-NAME = "preprocess"
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 TITLE = "Preprocessing: raw, centred, standardized, whitened inputs"
+ORDER = 4
 SOURCE = "CS231n Lecture 6 (data preprocessing)"
 TRANSFORMS = {
     "raw": None,
@@ -99,117 +94,32 @@ def _as_raw(model: nn.Module, mean: Tensor) -> nn.Module:
     return raw
 
 
-def run(
-    scale: str = "small",
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-) -> Result:
-    s = SETTINGS[scale]
-    seeds = seeds_for(seed, s["seeds"])
-    tick = Ticker(len(TRANSFORMS) * len(s["lrs"]) * len(seeds) + len(seeds), progress)
-    # Each seed fixes the data split, the init and the batch order.
+def _data(kind: str, seed: int):
+    """The training split of digits, seed `seed`, as `kind` preprocesses it, and the fitted
+    transform (None for raw)."""
+    train, _ = digits(seed, standardize=False)
+    factory = TRANSFORMS[kind]
+    if factory is None:
+        return train, None
+    transform = factory().fit(train[0])
+    return (transform.transform(train[0]), train[1]), transform
 
-    def data(kind: str, seed_: int):
-        train, _ = digits(seed_, standardize=False)
-        factory = TRANSFORMS[kind]
-        if factory is None:
-            return train, None
-        transform = factory().fit(train[0])
-        return (transform.transform(train[0]), train[1]), transform
 
-    def one_run(kind: str, lr: float, seed_: int) -> Run:
-        train, _ = data(kind, seed_)
-        torch.manual_seed(seed_)
-        model = mlp(64, s["hidden"], 10, "relu", "he").to(device)
-        result = train_run(
-            model,
-            train,
-            lr=lr,
-            budget=s["budget"],
-            target=TARGET_ERROR,
-            every=ERROR_EVERY,
-            seed=seed_,
-            device=device,
-        )
-        tick(f"{kind}, lr {lr:g}, seed {seed_}")
-        return result
-
-    chosen_lr: dict[str, float] = {}
-    steps: dict[str, list] = {}
-    curves: dict[str, dict] = {}
-    centred_models: list[tuple[int, nn.Module]] = []
-    for kind in TRANSFORMS:
-        lr, runs = tune_lr(lambda lr_, seed_, k=kind: one_run(k, lr_, seed_), s["lrs"], seeds)
-        chosen_lr[kind] = lr
-        chosen = runs[lr]
-        steps[kind] = [r.steps for r in chosen]
-        curves[kind] = {
-            "steps": [r.error_steps for r in chosen],
-            "errors": [r.errors for r in chosen],
-        }
-        if kind == "centred":  # a diverged net has no meaningful loss surface to probe
-            centred_models = [
-                (seed_, r.model) for seed_, r in zip(seeds, chosen, strict=True) if not r.diverged
-            ]
-
-    sensitivity: dict[str, list] = {"raw": [], "centred": []}
-    for seed_, model in centred_models:
-        (x_centred, y), transform = data("centred", seed_)
-        x_raw = digits(seed_, standardize=False)[0][0]
-        raw_model = _as_raw(model, transform.mean_.flatten())
-        pairs = {"raw": (raw_model, x_raw), "centred": (model, x_centred)}
-        for kind, (m, x) in pairs.items():
-            x, y_ = x.to(device), y.to(device)
-            sensitivity[kind].append(
-                [_loss_change(m, x, y_, eps, s["directions"], seed_) for eps in EPSILONS]
-            )
-        tick(f"loss sensitivity, seed {seed_}")
-
-    def spread_of(kind: str):
-        return spread([math.inf if v is None else v for v in steps[kind]])
-
-    raw, centred = spread_of("raw"), spread_of("centred")
-    at = EPSILONS.index(CLAIM_EPSILON)
-    raw_change = spread([row[at] for row in sensitivity["raw"]])
-    centred_change = spread([row[at] for row in sensitivity["centred"]])
-    ratio = spread(
-        [r[at] / c[at] for r, c in zip(sensitivity["raw"], sensitivity["centred"], strict=True)]
-    )
-    claims = [
-        Claim(
-            text=f"Zero-centred inputs train faster than raw ones (steps to "
-            f"{TARGET_ERROR:.0%} training error, each at its best learning rate)",
-            source=SOURCE,
-            expected="centred steps below raw steps, ranges apart",
-            measured=f"raw {fmt(raw)} (lr {chosen_lr['raw']:g}); centred {fmt(centred)} "
-            f"(lr {chosen_lr['centred']:g})",
-            passed=separated(centred.values, raw.values),
-            values={"raw": raw.median, "centred": centred.median},
-        ),
-        Claim(
-            text="After zero-centring, the loss is less sensitive to small changes in the "
-            "weights (the same trained function, written for raw and for centred inputs)",
-            source=SOURCE + ", the figure of a classifier on data far from the origin",
-            expected=f"mean |loss change| for a {CLAIM_EPSILON:.0%} random weight change, raw / "
-            "centred > 1 in every seed (paired: same function, same directions)",
-            measured=f"ratio {fmt(ratio)}; raw {fmt(raw_change)}; centred {fmt(centred_change)}",
-            passed=ratio.low > 1,
-            values={"ratio": ratio.median},
-        ),
-    ]
+def run(setup: Setup) -> Result:
+    s, seeds = setup.settings, setup.seeds
+    tick = setup.ticker(len(TRANSFORMS) * len(s["lrs"]) * len(seeds) + len(seeds))
+    lrs, steps, curves, centred_models = _race(setup, tick)
+    sensitivity = _sensitivity(setup, centred_models, tick)
     table = [
         {
             "input": kind,
-            "lr": chosen_lr[kind],
+            "lr": lrs[kind],
             "steps": steps[kind],
-            "median": spread_of(kind).median,
+            "median": steps_spread(steps[kind]).median,
         }
         for kind in TRANSFORMS
     ]
-    return Result(
-        name=NAME,
-        title=TITLE,
+    return setup.result(
         summary=(
             "One MLP trained on digits as they come (pixels 0..16), zero-centred, standardized "
             "and ZCA-whitened. Centring makes training several times faster; and for the same "
@@ -225,9 +135,7 @@ def run(
             f"sensitivity: {s['directions']} random directions per seed, on the training split, "
             f"at the centred net's weights when it reached the target"
         ),
-        scale=scale,
-        seeds=seeds,
-        claims=claims,
+        claims=claims(steps, lrs, sensitivity),
         data={
             "target": TARGET_ERROR,
             "budget": s["budget"],
@@ -237,3 +145,148 @@ def run(
             "sensitivity": sensitivity,
         },
     )
+
+
+def _race(
+    setup: Setup, tick: Callable[[str], None]
+) -> tuple[dict, dict, dict, list[tuple[int, nn.Module]]]:
+    """Per input: the learning rate tuned for speed, and at it, per seed, the steps to the
+    target and the error curve; and the centred nets that did not diverge, by seed. Each seed
+    fixes the data split, the init and the batch order."""
+    s, seeds, device = setup.settings, setup.seeds, setup.device
+
+    def one_run(kind: str, lr: float, seed_: int) -> Run:
+        train, _ = _data(kind, seed_)
+        torch.manual_seed(seed_)
+        model = mlp(64, s["hidden"], 10, "relu", "he").to(device)
+        result = train_run(
+            model,
+            train,
+            lr=lr,
+            budget=s["budget"],
+            target=TARGET_ERROR,
+            every=ERROR_EVERY,
+            seed=seed_,
+            device=device,
+        )
+        tick(f"{kind}, lr {lr:g}, seed {seed_}")
+        return result
+
+    lrs: dict[str, float] = {}
+    steps: dict[str, list] = {}
+    curves: dict[str, dict] = {}
+    centred_models: list[tuple[int, nn.Module]] = []
+    for kind in TRANSFORMS:
+        lr, runs = tune_lr(lambda lr_, seed_, k=kind: one_run(k, lr_, seed_), s["lrs"], seeds)
+        lrs[kind] = lr
+        chosen = runs[lr]
+        steps[kind] = [r.steps for r in chosen]
+        curves[kind] = error_curves(chosen)
+        if kind == "centred":  # a diverged net has no meaningful loss surface to probe
+            centred_models = [
+                (seed_, r.model) for seed_, r in zip(seeds, chosen, strict=True) if not r.diverged
+            ]
+    return lrs, steps, curves, centred_models
+
+
+def _sensitivity(
+    setup: Setup, centred_models: list[tuple[int, nn.Module]], tick: Callable[[str], None]
+) -> dict[str, list[list[float]]]:
+    """Per seed, per EPSILONS: the mean loss change of each centred net, and of the same
+    function written for raw inputs, under the same random weight changes."""
+    sensitivity: dict[str, list] = {"raw": [], "centred": []}
+    for seed_, model in centred_models:
+        (x_centred, y), transform = _data("centred", seed_)
+        x_raw = digits(seed_, standardize=False)[0][0]
+        raw_model = _as_raw(model, transform.mean_.flatten())
+        pairs = {"raw": (raw_model, x_raw), "centred": (model, x_centred)}
+        for kind, (m, x) in pairs.items():
+            x, y_ = x.to(setup.device), y.to(setup.device)
+            directions = setup.settings["directions"]
+            sensitivity[kind].append(
+                [_loss_change(m, x, y_, eps, directions, seed_) for eps in EPSILONS]
+            )
+        tick(f"loss sensitivity, seed {seed_}")
+    return sensitivity
+
+
+def claims(
+    steps: dict[str, list], lrs: dict[str, float], sensitivity: dict[str, list]
+) -> list[Claim]:
+    """Centring speeds training up, and makes the loss less sensitive to the weights."""
+    raw, centred = steps_spread(steps["raw"]), steps_spread(steps["centred"])
+    at = EPSILONS.index(CLAIM_EPSILON)
+    raw_change = spread([row[at] for row in sensitivity["raw"]])
+    centred_change = spread([row[at] for row in sensitivity["centred"]])
+    ratio = spread(
+        [r[at] / c[at] for r, c in zip(sensitivity["raw"], sensitivity["centred"], strict=True)]
+    )
+    return [
+        Claim(
+            text=f"Zero-centred inputs train faster than raw ones (steps to "
+            f"{TARGET_ERROR:.0%} training error, each at its best learning rate)",
+            source=SOURCE,
+            expected="centred steps below raw steps, ranges apart",
+            measured=f"raw {fmt(raw)} (lr {lrs['raw']:g}); centred {fmt(centred)} "
+            f"(lr {lrs['centred']:g})",
+            passed=separated(centred.values, raw.values),
+            values={"raw": raw.median, "centred": centred.median},
+        ),
+        Claim(
+            text="After zero-centring, the loss is less sensitive to small changes in the "
+            "weights (the same trained function, written for raw and for centred inputs)",
+            source=SOURCE + ", the figure of a classifier on data far from the origin",
+            expected=f"mean |loss change| for a {CLAIM_EPSILON:.0%} random weight change, raw / "
+            "centred > 1 in every seed (paired: same function, same directions)",
+            measured=f"ratio {fmt(ratio)}; raw {fmt(raw_change)}; centred {fmt(centred_change)}",
+            passed=ratio.low > 1,
+            values={"ratio": ratio.median},
+        ),
+    ]
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+_INPUT_COLORS = {
+    "raw": "#d62728",
+    "centred": "#1f77b4",
+    "standardized": "#2ca02c",
+    "whitened": "#9467bd",
+}
+
+
+def figures(data: dict) -> list[tuple[Figure, str]]:
+    fig = new_figure(12, 3.9)
+    ax_curve, ax_bar, ax_sens = fig.subplots(1, 3)
+    error_race(ax_curve, ax_bar, data, "input", _INPUT_COLORS)
+    eps = data["epsilons"]
+    for kind in ("raw", "centred"):
+        band(
+            ax_sens,
+            eps,
+            data["sensitivity"][kind],
+            f"{kind} inputs",
+            color=_INPUT_COLORS[kind],
+            marker="o",
+            ms=3,
+        )
+    ax_sens.set_xscale("log")
+    ax_sens.set_yscale("log")
+    labelled(
+        ax_sens,
+        "same function, raw vs centred inputs",
+        "relative weight change ||dW|| / ||W||",
+        "mean |loss change| (log scale)",
+    )
+    grid(ax_curve, ax_bar, ax_sens)
+    return [
+        (
+            fig,
+            "Left and middle: training error and steps to the target for each input "
+            "preprocessing, each at its own best learning rate (median over seeds; band and "
+            "line: min..max). Right: how much the training loss moves when every weight "
+            "matrix is changed by a small random amount, for one trained net written for "
+            "raw and for centred inputs (identical outputs before the change).",
+        )
+    ]

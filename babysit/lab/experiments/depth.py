@@ -8,25 +8,22 @@ was. We port the paper's 27-conv + 3-fc net to a 30-layer MLP on digits.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from babysit.lab.base import (
-    Claim,
-    Progress,
-    Result,
-    Ticker,
-    digits,
-    fmt,
-    seeds_for,
-    spread,
-)
+from babysit.lab.base import Claim, Result, Setup, digits, fmt, spread
+from babysit.lab.drawing import INIT_COLORS, grid, labelled, layer_band, new_figure, ragged_band
 from babysit.lab.measure import ERROR_SAMPLE, train_run
 from babysit.nn import mlp
 from babysit.probes import activation_stats
 
-NAME = "depth"
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 TITLE = "Depth: a 30-layer ReLU net, Xavier vs He init"
+ORDER = 2
 SOURCE = "He et al., ICCV 2015, Fig. 3"
 INITS = ("xavier", "he")
 
@@ -52,102 +49,10 @@ STALLED_ERROR = 0.8
 GRADIENT_RATIO = 1e-3
 
 
-def run(
-    scale: str = "small",
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-) -> Result:
-    s = SETTINGS[scale]
-    seeds = seeds_for(seed, s["seeds"])
-    tick = Ticker(len(seeds) * len(INITS), progress)
-    curves: dict[str, list] = {init: [] for init in INITS}
-    reached: dict[str, list] = {init: [] for init in INITS}
-    final: dict[str, list] = {init: [] for init in INITS}
-    grads: dict[str, list] = {init: [] for init in INITS}
-    curve_steps: dict[str, list] = {init: [] for init in INITS}
-    for seed_ in seeds:
-        train, _ = digits(seed_)
-        probe = (train[0][:512].to(device), train[1][:512].to(device))
-        for init in INITS:
-            torch.manual_seed(seed_)
-            model = mlp(64, [s["width"]] * s["layers"], 10, "relu", init).to(device)
-            layer_stats = activation_stats(model, *probe, layers=[nn.Linear])
-            grads[init].append([st.weight_grad_norm for st in layer_stats])
-            run_ = train_run(
-                model,
-                train,
-                lr=s["lr"],
-                budget=s["budget"],
-                target=TRAINED_ERROR,
-                every=s["every"],
-                stop_at_target=False,
-                optimizer=MOMENTUM_OPTIMIZER,
-                seed=seed_,
-                device=device,
-            )
-            curve_steps[init].append(run_.error_steps)
-            curves[init].append(run_.errors)
-            reached[init].append(run_.steps)
-            final[init].append(run_.final_error)
-            tick(f"{init} init, seed {seed_}")
-
-    he_final, xavier_final = spread(final["he"]), spread(final["xavier"])
-    he_steps = [r for r in reached["he"] if r is not None]
-    xavier_steps = [r for r in reached["xavier"] if r is not None]
-    # Xavier's error at the logged step where He's (same seed) first reached the target.
-    xavier_then = [
-        curve[at.index(he_step)]
-        for curve, at, he_step in zip(
-            curves["xavier"], curve_steps["xavier"], reached["he"], strict=True
-        )
-        if he_step is not None and he_step in at
-    ]
-    claims = [
-        Claim(
-            text=f"With He init the {s['layers']}-layer ReLU net trains",
-            source=SOURCE,
-            expected=f"training error <= {TRAINED_ERROR:.0%} within {s['budget']} steps, "
-            f"every seed",
-            measured=f"reached in {len(he_steps)}/{len(seeds)} seeds, at step "
-            f"{fmt(spread(he_steps)) if he_steps else 'never'}; final error {fmt(he_final)}",
-            passed=len(he_steps) == len(seeds),
-            values={"final_error": he_final.median},
-        ),
-        Claim(
-            text="With Xavier init the same net stalls: it is still at chance when He's has "
-            "trained",
-            source=SOURCE,
-            expected=f"Xavier's training error > {STALLED_ERROR:.0%} (chance: 90%) at the step "
-            f"where He's reaches {TRAINED_ERROR:.0%}, same seed",
-            measured=f"Xavier's error then {fmt(spread(xavier_then)) if xavier_then else '-'}; "
-            f"Xavier reached {TRAINED_ERROR:.0%} in {len(xavier_steps)}/{len(seeds)} seeds "
-            f"within {s['budget']} steps (final error {fmt(xavier_final)})",
-            passed=bool(xavier_then) and min(xavier_then) > STALLED_ERROR,
-            values={"error_when_he_trained": spread(xavier_then).median if xavier_then else None},
-        ),
-    ]
-    ratios = [
-        [x / h for x, h in zip(xs, hs, strict=True)]
-        for xs, hs in zip(grads["xavier"], grads["he"], strict=True)
-    ]
-    worst = spread([max(r) for r in ratios])
-    theory = 2 ** (-s["layers"] / 2)
-    claims.append(
-        Claim(
-            text="Why: at init, Xavier's weight gradients vanish at every layer",
-            source="He et al., ICCV 2015, Sec. 2.2",
-            expected=f"Xavier / He weight-gradient norm < {GRADIENT_RATIO:g} at every layer",
-            measured=f"largest ratio over layers {fmt(worst)} (theory ~2^-{s['layers'] / 2:g}"
-            f" = {fmt(theory)})",
-            passed=worst.high < GRADIENT_RATIO,
-            values={"max_ratio": worst.median},
-        )
-    )
-
-    return Result(
-        name=NAME,
-        title=TITLE,
+def run(setup: Setup) -> Result:
+    s, seeds = setup.settings, setup.seeds
+    measured = _measure(setup)
+    return setup.result(
         summary=(
             "A deep plain ReLU net trained from two inits that differ only by a factor sqrt(2) "
             "in the weights' std. He's init keeps the signal's variance through all 30 layers "
@@ -160,14 +65,147 @@ def run(
             f"64, {s['budget']} steps; training error on {ERROR_SAMPLE} training images every "
             f"{s['every']} steps; {len(seeds)} seeds (data split and init), median [min, max]"
         ),
-        scale=scale,
-        seeds=seeds,
-        claims=claims,
+        claims=claims(measured, s, len(seeds)),
         data={
-            "error_steps": curve_steps,
-            "errors": curves,
-            "grad_norms": grads,
+            "error_steps": measured["curve_steps"],
+            "errors": measured["curves"],
+            "grad_norms": measured["grads"],
             "target": TRAINED_ERROR,
             "stalled": STALLED_ERROR,
         },
     )
+
+
+def _measure(setup: Setup) -> dict[str, dict[str, list]]:
+    """Per init, per seed: the weight-gradient norms at init, the training-error curve, the
+    step it reached TRAINED_ERROR (None: never) and its final error."""
+    s, seeds, device = setup.settings, setup.seeds, setup.device
+    tick = setup.ticker(len(seeds) * len(INITS))
+    measured: dict[str, dict[str, list]] = {
+        what: {init: [] for init in INITS}
+        for what in ("curves", "reached", "final", "grads", "curve_steps")
+    }
+    for seed_ in seeds:
+        train, _ = digits(seed_)
+        probe = (train[0][:512].to(device), train[1][:512].to(device))
+        for init in INITS:
+            torch.manual_seed(seed_)
+            model = mlp(64, [s["width"]] * s["layers"], 10, "relu", init).to(device)
+            layer_stats = activation_stats(model, *probe, layers=[nn.Linear])
+            measured["grads"][init].append([st.weight_grad_norm for st in layer_stats])
+            run_ = train_run(
+                model,
+                train,
+                lr=s["lr"],
+                budget=s["budget"],
+                target=TRAINED_ERROR,
+                every=s["every"],
+                stop_at_target=False,
+                optimizer=MOMENTUM_OPTIMIZER,
+                seed=seed_,
+                device=device,
+            )
+            measured["curve_steps"][init].append(run_.error_steps)
+            measured["curves"][init].append(run_.errors)
+            measured["reached"][init].append(run_.steps)
+            measured["final"][init].append(run_.final_error)
+            tick(f"{init} init, seed {seed_}")
+    return measured
+
+
+def claims(measured: dict[str, dict[str, list]], s: dict, n_seeds: int) -> list[Claim]:
+    """He trains, Xavier stalls meanwhile, and why: Xavier's gradients vanish at init."""
+    curves, reached, curve_steps = measured["curves"], measured["reached"], measured["curve_steps"]
+    he_final, xavier_final = spread(measured["final"]["he"]), spread(measured["final"]["xavier"])
+    he_steps = [r for r in reached["he"] if r is not None]
+    xavier_steps = [r for r in reached["xavier"] if r is not None]
+    # Xavier's error at the logged step where He's (same seed) first reached the target.
+    xavier_then = [
+        curve[at.index(he_step)]
+        for curve, at, he_step in zip(
+            curves["xavier"], curve_steps["xavier"], reached["he"], strict=True
+        )
+        if he_step is not None and he_step in at
+    ]
+    ratios = [
+        [x / h for x, h in zip(xs, hs, strict=True)]
+        for xs, hs in zip(measured["grads"]["xavier"], measured["grads"]["he"], strict=True)
+    ]
+    worst = spread([max(r) for r in ratios])
+    theory = 2 ** (-s["layers"] / 2)
+    return [
+        Claim(
+            text=f"With He init the {s['layers']}-layer ReLU net trains",
+            source=SOURCE,
+            expected=f"training error <= {TRAINED_ERROR:.0%} within {s['budget']} steps, "
+            f"every seed",
+            measured=f"reached in {len(he_steps)}/{n_seeds} seeds, at step "
+            f"{fmt(spread(he_steps)) if he_steps else 'never'}; final error {fmt(he_final)}",
+            passed=len(he_steps) == n_seeds,
+            values={"final_error": he_final.median},
+        ),
+        Claim(
+            text="With Xavier init the same net stalls: it is still at chance when He's has "
+            "trained",
+            source=SOURCE,
+            expected=f"Xavier's training error > {STALLED_ERROR:.0%} (chance: 90%) at the step "
+            f"where He's reaches {TRAINED_ERROR:.0%}, same seed",
+            measured=f"Xavier's error then {fmt(spread(xavier_then)) if xavier_then else '-'}; "
+            f"Xavier reached {TRAINED_ERROR:.0%} in {len(xavier_steps)}/{n_seeds} seeds "
+            f"within {s['budget']} steps (final error {fmt(xavier_final)})",
+            passed=bool(xavier_then) and min(xavier_then) > STALLED_ERROR,
+            values={"error_when_he_trained": spread(xavier_then).median if xavier_then else None},
+        ),
+        Claim(
+            text="Why: at init, Xavier's weight gradients vanish at every layer",
+            source="He et al., ICCV 2015, Sec. 2.2",
+            expected=f"Xavier / He weight-gradient norm < {GRADIENT_RATIO:g} at every layer",
+            measured=f"largest ratio over layers {fmt(worst)} (theory ~2^-{s['layers'] / 2:g}"
+            f" = {fmt(theory)})",
+            passed=worst.high < GRADIENT_RATIO,
+            values={"max_ratio": worst.median},
+        ),
+    ]
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def figures(data: dict) -> list[tuple[Figure, str]]:
+    fig = new_figure(11, 3.8)
+    ax_error, ax_grad = fig.subplots(1, 2)
+    for init in ("he", "xavier"):
+        ragged_band(
+            ax_error,
+            data["error_steps"][init],
+            data["errors"][init],
+            f"{init} init",
+            color=INIT_COLORS[init],
+        )
+        grads = data["grad_norms"][init]
+        layer_band(ax_grad, grads, f"{init} init", INIT_COLORS[init])
+    ax_error.axhline(0.9, color="gray", ls=":", lw=1, label="chance (90%)")
+    ax_error.axhline(data["target"], color="black", ls="--", lw=1, label="target")
+    labelled(
+        ax_error,
+        "30-layer ReLU net: He trains, Xavier stalls",
+        "SGD step",
+        "training error",
+        ylim=(0, 1),
+    )
+    ax_grad.set_yscale("log")
+    labelled(
+        ax_grad,
+        "why: weight-gradient norm at init, per layer",
+        "layer (31 = logits)",
+        "||dL/dW|| (log scale)",
+    )
+    grid(ax_error, ax_grad)
+    return [
+        (
+            fig,
+            "Left: training error on 512 training images (median over seeds, band: "
+            "min..max). Right: the norm of each layer's weight gradient at init; Xavier's are "
+            "~2^-15 of He's at every layer, so its steps barely move the weights.",
+        )
+    ]

@@ -15,26 +15,22 @@ import math
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
 import torch
 
-from babysit.lab.base import (
-    Claim,
-    Progress,
-    Result,
-    Ticker,
-    digits,
-    fmt,
-    seeds_for,
-    spread,
-)
+from babysit.lab.base import Claim, Result, Setup, digits, fmt, seeds_for, spread
+from babysit.lab.drawing import grid, labelled, new_figure
 from babysit.nn import mlp
 from babysit.train import evaluate, fit
 
-NAME = "search"
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 TITLE = "Random vs grid search, and coarse-to-fine"
+ORDER = 7
 SOURCE = "Bergstra & Bengio, JMLR 2012, Fig. 1"
 
 SETTINGS = {
@@ -178,22 +174,14 @@ def _coarse_to_fine(stage_trials: tuple[int, int], epochs: int, seed: int, devic
     return {"stages": out}
 
 
-def run(
-    scale: str = "small",
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-) -> Result:
-    s = SETTINGS[scale]
-    repeats = seeds_for(seed, s["repeats"])
-    studies = seeds_for(seed, s["studies"])
-    tick = Ticker(1 + 2 * len(repeats) + len(studies), progress)
+def run(setup: Setup) -> Result:
+    s, device = setup.settings, setup.device
+    repeats = seeds_for(setup.seed, s["repeats"])
+    studies = seeds_for(setup.seed, s["studies"])
+    tick = setup.ticker(1 + 2 * len(repeats) + len(studies))
 
-    synthetic = _synthetic(s["placements"], seed)
+    synthetic = _synthetic(s["placements"], setup.seed)
     tick("synthetic g(x) + h(y)")
-    grid_distance, random_distance = synthetic["grid"], synthetic["random"]
-    random_closer = float(np.mean(random_distance < grid_distance))
-
     grid_values = {
         "lr": _grid_axis(*LR_RANGE, log=True),
         "weight_decay": _grid_axis(*WEIGHT_DECAY_RANGE, log=True),
@@ -216,23 +204,57 @@ def run(
             staged.append(_coarse_to_fine(s["stage_trials"], s["epochs"], study_seed, device))
             tick(f"coarse-to-fine, seed {study_seed}")
 
+    grid_distance, random_distance = synthetic["grid"], synthetic["random"]
+    return setup.result(
+        summary=(
+            "A 3x3 grid tries only 3 values of each parameter; 9 random trials try 9 of each. "
+            "When one parameter matters and the other barely does, random search therefore "
+            "gets closer to the important one's optimum. Coarse-to-fine search then spends "
+            "its later trials where the first ones did well."
+        ),
+        setting=(
+            f"(a) f = -(x - x*)^2 - {WEAK_WEIGHT:g} (y - y*)^2 on [0, 1]^2, grid at cell "
+            f"centres (1/6, 1/2, 5/6), {s['placements']} random placements of (x*, y*); (b) "
+            f"digits (standardized), MLP 64 -> {HIDDEN[0]} ReLU -> 10, SGD momentum 0.9, "
+            f"{s['epochs']} epoch per trial, lr in [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}] and weight "
+            f"decay in [{WEIGHT_DECAY_RANGE[0]:g}, {WEIGHT_DECAY_RANGE[1]:g}], both log scale, "
+            f"grid at log cell centres, {len(repeats)} repeats (seed = data split, init, "
+            f"random sampler); (c) babysit.search, lr = 10^uniform(-6, 1), "
+            f"{s['stage_trials'][0]} then {s['stage_trials'][1]} trials of {s['epochs']} "
+            f"epoch, {len(studies)} studies"
+        ),
+        claims=claims(synthetic, digits_runs, staged, s["placements"]),
+        data={
+            "synthetic": {
+                "grid": np.sort(grid_distance).tolist()[:: max(1, len(grid_distance) // 500)],
+                "random": np.sort(random_distance).tolist()[:: max(1, len(random_distance) // 500)],
+            },
+            "digits": digits_runs,
+            "staged": staged,
+            "grid_values": grid_values,
+        },
+        seeds=repeats,
+    )
+
+
+def claims(
+    synthetic: dict, digits_runs: dict[str, list], staged: list[dict], placements: int
+) -> list[Claim]:
+    """Random beats grid on the synthetic f and (claimed) on digits; fine beats coarse."""
+    grid_distance, random_distance = synthetic["grid"], synthetic["random"]
+    random_closer = float(np.mean(random_distance < grid_distance))
     grid_best = spread([run_["best"] for run_ in digits_runs["grid"]])
     random_best = spread([run_["best"] for run_ in digits_runs["random"]])
-    wins = sum(
-        r["best"] > g["best"]
-        for r, g in zip(digits_runs["random"], digits_runs["grid"], strict=True)
-    )
-    ties = sum(
-        r["best"] == g["best"]
-        for r, g in zip(digits_runs["random"], digits_runs["grid"], strict=True)
-    )
+    pairs = list(zip(digits_runs["random"], digits_runs["grid"], strict=True))
+    wins = sum(r["best"] > g["best"] for r, g in pairs)
+    ties = sum(r["best"] == g["best"] for r, g in pairs)
     coarse_median = [float(np.median(st["stages"][0]["values"])) for st in staged]
     fine_median = [float(np.median(st["stages"][1]["values"])) for st in staged]
     narrowed = [
         math.log10(st["stages"][1]["range"][1] / st["stages"][1]["range"][0]) for st in staged
     ]
     edge_warnings = sum(bool(st["stages"][1]["warnings"]) for st in staged)
-    claims = [
+    return [
         Claim(
             text="With 9 trials and one parameter far more important than the other, random "
             "search lands closer to the important parameter's optimum than a 3x3 grid",
@@ -241,7 +263,7 @@ def run(
             "smaller median distance",
             measured=f"median |x - x*|: random {fmt(float(np.median(random_distance)))}, grid "
             f"{fmt(float(np.median(grid_distance)))}; random closer in {random_closer:.0%} of "
-            f"{s['placements']} placements; distinct x values tried: random 9, grid 3",
+            f"{placements} placements; distinct x values tried: random 9, grid 3",
             passed=random_closer > 0.5 and np.median(random_distance) < np.median(grid_distance),
             values={"random_closer": random_closer},
         ),
@@ -252,8 +274,8 @@ def run(
             expected="random's best validation accuracy above grid's in more than half the "
             "repeats, and medians apart by more than the grid's spread",
             measured=f"best val accuracy: random {fmt(random_best)}, grid {fmt(grid_best)}; "
-            f"random better in {wins}/{len(repeats)} repeats ({ties} ties)",
-            passed=wins > len(repeats) / 2
+            f"random better in {wins}/{len(pairs)} repeats ({ties} ties)",
+            passed=wins > len(pairs) / 2
             and random_best.median - grid_best.median > grid_best.high - grid_best.low,
             exception=(
                 "the grid's learning rates (4.6e-4, 1e-2, 0.22 on a log scale) include one "
@@ -274,41 +296,90 @@ def run(
             "stage's, in every study",
             measured=f"coarse {fmt(spread(coarse_median))}, fine {fmt(spread(fine_median))}; "
             f"lr range narrowed from 7 decades to {fmt(spread(narrowed))}; best value on the "
-            f"border of the fine range in {edge_warnings}/{len(studies)} studies",
+            f"border of the fine range in {edge_warnings}/{len(staged)} studies",
             passed=all(f > c for f, c in zip(fine_median, coarse_median, strict=True)),
             values={"coarse": spread(coarse_median).median, "fine": spread(fine_median).median},
         ),
     ]
-    return Result(
-        name=NAME,
-        title=TITLE,
-        summary=(
-            "A 3x3 grid tries only 3 values of each parameter; 9 random trials try 9 of each. "
-            "When one parameter matters and the other barely does, random search therefore "
-            "gets closer to the important one's optimum. Coarse-to-fine search then spends "
-            "its later trials where the first ones did well."
-        ),
-        setting=(
-            f"(a) f = -(x - x*)^2 - {WEAK_WEIGHT:g} (y - y*)^2 on [0, 1]^2, grid at cell "
-            f"centres (1/6, 1/2, 5/6), {s['placements']} random placements of (x*, y*); (b) "
-            f"digits (standardized), MLP 64 -> {HIDDEN[0]} ReLU -> 10, SGD momentum 0.9, "
-            f"{s['epochs']} epoch per trial, lr in [{LR_RANGE[0]:g}, {LR_RANGE[1]:g}] and weight "
-            f"decay in [{WEIGHT_DECAY_RANGE[0]:g}, {WEIGHT_DECAY_RANGE[1]:g}], both log scale, "
-            f"grid at log cell centres, {len(repeats)} repeats (seed = data split, init, "
-            f"random sampler); (c) babysit.search, lr = 10^uniform(-6, 1), "
-            f"{s['stage_trials'][0]} then {s['stage_trials'][1]} trials of {s['epochs']} "
-            f"epoch, {len(studies)} studies"
-        ),
-        scale=scale,
-        seeds=repeats,
-        claims=claims,
-        data={
-            "synthetic": {
-                "grid": np.sort(grid_distance).tolist()[:: max(1, len(grid_distance) // 500)],
-                "random": np.sort(random_distance).tolist()[:: max(1, len(random_distance) // 500)],
-            },
-            "digits": digits_runs,
-            "staged": staged,
-            "grid_values": grid_values,
-        },
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def figures(data: dict) -> list[tuple[Figure, str]]:
+    fig = new_figure(12, 3.9)
+    ax_points, ax_cdf, ax_digits = fig.subplots(1, 3)
+    axis = [1 / 6, 1 / 2, 5 / 6]
+    gx, gy = np.meshgrid(axis, axis)
+    rng = np.random.default_rng(0)
+    rx, ry = rng.random((2, 9))
+    ax_points.scatter(gx.ravel(), gy.ravel(), marker="s", s=40, color="#d62728", label="grid")
+    ax_points.scatter(rx, ry, marker="o", s=40, color="#1f77b4", label="random")
+    ax_points.axhline(0, color="black", lw=0.8)
+    ax_points.vlines(axis, -0.08, -0.02, color="#d62728", lw=2)
+    ax_points.vlines(rx, -0.16, -0.10, color="#1f77b4", lw=2)
+    ax_points.set(
+        title="9 trials: 3 vs 9 distinct values of x",
+        xlabel="x (important)",
+        ylabel="y (unimportant)",
+        xlim=(0, 1),
+        ylim=(-0.18, 1),
     )
+    ax_points.legend(fontsize=8, loc="upper right")
+    for key, color in (("grid", "#d62728"), ("random", "#1f77b4")):
+        values = np.array(data["synthetic"][key])
+        ax_cdf.plot(values, np.linspace(0, 1, len(values)), color=color, label=key)
+    labelled(
+        ax_cdf, "distance of the best trial's x to x*", "|x - x*|", "fraction of placements (CDF)"
+    )
+    for key, color, marker in (("grid", "#d62728", "s"), ("random", "#1f77b4", "o")):
+        lrs = [lr for run_ in data["digits"][key] for lr in run_["lrs"]]
+        values = [v for run_ in data["digits"][key] for v in run_["values"]]
+        ax_digits.scatter(
+            lrs, values, s=12, alpha=0.5, color=color, marker=marker, label=f"{key} trials"
+        )
+    ax_digits.set_xscale("log")
+    labelled(
+        ax_digits,
+        "digits: every trial, all repeats",
+        "learning rate (log scale)",
+        "validation accuracy",
+    )
+    grid(ax_points, ax_cdf, ax_digits)
+    out = [
+        (
+            fig,
+            "Left: one 3x3 grid and one draw of 9 random trials; the ticks at the bottom are "
+            "the x values each tries. Middle: over many random optima, how close the best "
+            "trial's x gets to x* (further left is better). Right: validation accuracy against "
+            "learning rate for every digits trial: a wide plateau of good rates.",
+        )
+    ]
+    staged = data["staged"]
+    if staged:
+        fig2 = new_figure(7, 3.6)
+        ax = fig2.subplots(1, 1)
+        study = staged[0]["stages"]
+        low, high = study[1]["range"]
+        ax.axvspan(low, high, color="#2da44e", alpha=0.12, label="fine stage's range")
+        for index, (stage, color) in enumerate(zip(study, ("#7f7f7f", "#2da44e"), strict=False)):
+            ax.scatter(
+                stage["lrs"],
+                stage["values"],
+                s=22,
+                color=color,
+                label=f"stage {index + 1} ({len(stage['lrs'])} trials)",
+            )
+        ax.set_xscale("log")
+        labelled(
+            ax, "coarse to fine (first study)", "learning rate (log scale)", "validation accuracy"
+        )
+        ax.grid(alpha=0.3)
+        out.append(
+            (
+                fig2,
+                "babysit.search: the coarse stage samples lr = 10^uniform(-6, 1); the second "
+                "samples the range narrowed around the coarse stage's best trials (shaded).",
+            )
+        )
+    return out

@@ -12,27 +12,22 @@ batch 64), on digits.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from babysit.lab.base import (
-    Claim,
-    Progress,
-    Result,
-    Ticker,
-    digits,
-    fmt,
-    seeds_for,
-    separated,
-    spread,
-)
-from babysit.lab.measure import ERROR_SAMPLE, Run, train_run, tune_lr
+from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
+from babysit.lab.drawing import error_race, grid, labelled, layer_numbers, new_figure
+from babysit.lab.measure import ERROR_SAMPLE, Run, error_curves, train_run, tune_lr
 from babysit.nn import mlp
 from babysit.probes import Hooks, select_layers
 
-NAME = "activations"
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 TITLE = "Activation functions: speed to a target error, mean activation"
+ORDER = 3
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "elu", "maxout")
 
 SETTINGS = {
@@ -60,7 +55,7 @@ ERROR_EVERY = 5  # steps between two measurements of the training error
 
 # Krizhevsky et al. count epochs to 25% training error on CIFAR-10; digits is far easier (a
 # linear classifier gets ~4%), so 25% is reached in a handful of steps by every net. 2% is
-# stricter, as LAB_SOURCES.md advises, and still reached by the fast nets within 100 steps.
+# stricter and still reached by the fast nets within 100 steps.
 TARGET_ERROR = 0.02
 # "Several times faster": at least 2x in median steps. Krizhevsky et al. measured 6x.
 SPEEDUP = 2.0
@@ -82,15 +77,50 @@ def _mean_activations(model: nn.Module, x: torch.Tensor) -> list[float]:
     return [means[n] for n, _ in chosen]
 
 
-def run(
-    scale: str = "small",
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: Progress | None = None,
-) -> Result:
-    s = SETTINGS[scale]
-    seeds = seeds_for(seed, s["seeds"])
-    tick = Ticker(len(ACTIVATIONS) * len(s["lrs"]) * len(seeds), progress)
+def run(setup: Setup) -> Result:
+    s, seeds = setup.settings, setup.seeds
+    measured = _measure(setup)
+    steps, means = measured["steps"], measured["means"]
+    table = [
+        {
+            "activation": act,
+            "lr": measured["lr"][act],
+            "steps": steps[act],
+            "median_steps": steps_spread(steps[act]).median,
+            "mean_activation": [spread(col).median for col in zip(*means[act], strict=True)],
+        }
+        for act in ACTIVATIONS
+    ]
+    return setup.result(
+        summary=(
+            "The same 8-layer MLP with each activation, each at its fastest learning rate: "
+            "steps to reach a strict training error. Sigmoid's deep net barely learns; the "
+            "ReLU family, ELU and Maxout learn quickly; ELU's units average closer to zero."
+        ),
+        setting=(
+            f"digits (standardized), MLP 64 -> {s['layers']} x {s['width']} -> 10 (Maxout: k=2), "
+            f"He init with each activation's gain, SGD momentum 0.9, batch 64, at most "
+            f"{s['budget']} steps; learning rate per activation from "
+            f"{', '.join(f'{v:g}' for v in s['lrs'])}: the one with the fewest median steps "
+            f"over seeds {seeds[0]}..{seeds[-1]}; median [min, max] over those seeds; "
+            f"training error on {ERROR_SAMPLE} training images every {ERROR_EVERY} steps"
+        ),
+        claims=claims(steps, means, s["budget"], len(seeds)),
+        data={
+            "target": TARGET_ERROR,
+            "budget": s["budget"],
+            "table": table,
+            "tuning": measured["tuning"],
+            "curves": measured["curves"],
+        },
+    )
+
+
+def _measure(setup: Setup) -> dict[str, dict]:
+    """Per activation: its learning rate tuned for speed, and at that rate, per seed, the
+    steps to the target, the error curve and each layer's mean activation at the end."""
+    s, seeds, device = setup.settings, setup.seeds, setup.device
+    tick = setup.ticker(len(ACTIVATIONS) * len(s["lrs"]) * len(seeds))
 
     def one_run(act: str, lr: float, seed_: int) -> Run:
         train, _ = digits(seed_)
@@ -110,40 +140,38 @@ def run(
         tick(f"{act}, lr {lr:g}, seed {seed_}")
         return result
 
-    chosen_lr: dict[str, float] = {}
-    tuning: dict[str, dict] = {}
-    steps: dict[str, list] = {}
-    curves: dict[str, dict] = {}
-    means: dict[str, list] = {}
+    measured: dict[str, dict] = {"lr": {}, "tuning": {}, "steps": {}, "curves": {}, "means": {}}
     for act in ACTIVATIONS:
         lr, runs = tune_lr(lambda lr_, seed_, a=act: one_run(a, lr_, seed_), s["lrs"], seeds)
-        chosen_lr[act] = lr
-        tuning[act] = {f"{k:g}": [r.steps for r in rs] for k, rs in runs.items()}
         chosen = runs[lr]
-        steps[act] = [r.steps for r in chosen]
-        curves[act] = {
-            "steps": [r.error_steps for r in chosen],
-            "errors": [r.errors for r in chosen],
-        }
-        means[act] = [
+        measured["lr"][act] = lr
+        measured["tuning"][act] = {f"{k:g}": [r.steps for r in rs] for k, rs in runs.items()}
+        measured["steps"][act] = [r.steps for r in chosen]
+        measured["curves"][act] = error_curves(chosen)
+        measured["means"][act] = [
             _mean_activations(r.model, digits(seed_)[0][0].to(device))
             for r, seed_ in zip(chosen, seeds, strict=True)
         ]
+    return measured
 
-    never = math.inf
 
-    def spread_of(act: str):
-        return spread([never if v is None else v for v in steps[act]])
+def claims(
+    steps: dict[str, list], means: dict[str, list], budget: int, n_seeds: int
+) -> list[Claim]:
+    """ReLU vs tanh, sigmoid last, ELU's mean and speed against ReLU's."""
 
     def steps_text(act: str) -> str:
         reached = sum(v is not None for v in steps[act])
-        suffix = "" if reached == len(seeds) else f" (reached in {reached}/{len(seeds)} seeds)"
-        return f"{act} {fmt(spread_of(act))}{suffix}"
+        suffix = "" if reached == n_seeds else f" (reached in {reached}/{n_seeds} seeds)"
+        return f"{act} {fmt(steps_spread(steps[act]))}{suffix}"
 
-    relu, tanh = spread_of("relu"), spread_of("tanh")
+    spreads = {act: steps_spread(steps[act]) for act in ACTIVATIONS}
+    relu, tanh, sigmoid, elu = (spreads[a] for a in ("relu", "tanh", "sigmoid", "elu"))
     ratio = tanh.median / relu.median if relu.median > 0 else math.nan
-    budget_text = f"within {s['budget']} steps, inf = never"
-    claims = [
+    others = [a for a in ACTIVATIONS if a != "sigmoid"]
+    elu_mean = spread([sum(abs(m) for m in ms) / len(ms) for ms in means["elu"]])
+    relu_mean = spread([sum(abs(m) for m in ms) / len(ms) for ms in means["relu"]])
+    return [
         Claim(
             text=f"ReLU reaches {TARGET_ERROR:.0%} training error several times faster than tanh",
             source="Krizhevsky et al., NIPS 2012, Fig. 1 (6x on CIFAR-10)",
@@ -158,25 +186,17 @@ def run(
                 "that data and model, which the lab does not run (CIFAR-10 is not bundled)."
             ),
             values={"ratio": ratio},
-        )
-    ]
-    sigmoid = spread_of("sigmoid")
-    others = [a for a in ACTIVATIONS if a != "sigmoid"]
-    claims.append(
+        ),
         Claim(
             text="Sigmoid is the slowest of the seven",
             source="CS231n Lecture 6; Glorot & Bengio, AISTATS 2010",
             expected="sigmoid's steps above every other activation's, ranges apart",
             measured=f"steps {steps_text('sigmoid')}; fastest other "
-            f"{min(spread_of(a).median for a in others):g}, slowest other "
-            f"{max(spread_of(a).median for a in others):g} ({budget_text})",
-            passed=all(separated(spread_of(a).values, sigmoid.values) for a in others),
+            f"{min(spreads[a].median for a in others):g}, slowest other "
+            f"{max(spreads[a].median for a in others):g} (within {budget} steps, inf = never)",
+            passed=all(separated(spreads[a].values, sigmoid.values) for a in others),
             values={"sigmoid_steps": sigmoid.median},
-        )
-    )
-    elu_mean = spread([sum(abs(m) for m in ms) / len(ms) for ms in means["elu"]])
-    relu_mean = spread([sum(abs(m) for m in ms) / len(ms) for ms in means["relu"]])
-    claims.append(
+        ),
         Claim(
             text="ELU's mean activation is closer to zero than ReLU's",
             source="Clevert et al., ICLR 2016, Sec. 3 and Fig. 2",
@@ -184,10 +204,7 @@ def run(
             measured=f"ELU {fmt(elu_mean)}; ReLU {fmt(relu_mean)} (at the end of training)",
             passed=separated(elu_mean.values, relu_mean.values),
             values={"elu": elu_mean.median, "relu": relu_mean.median},
-        )
-    )
-    elu = spread_of("elu")
-    claims.append(
+        ),
         Claim(
             text="ELU learns faster than ReLU",
             source="Clevert et al., ICLR 2016, Fig. 2 (MNIST, curves)",
@@ -201,42 +218,56 @@ def run(
                 "(--scale full)."
             ),
             values={"elu": elu.median, "relu": relu.median},
-        )
-    )
-    table = [
-        {
-            "activation": act,
-            "lr": chosen_lr[act],
-            "steps": steps[act],
-            "median_steps": spread_of(act).median,
-            "mean_activation": [spread(col).median for col in zip(*means[act], strict=True)],
-        }
-        for act in ACTIVATIONS
+        ),
     ]
-    return Result(
-        name=NAME,
-        title=TITLE,
-        summary=(
-            "The same 8-layer MLP with each activation, each at its fastest learning rate: "
-            "steps to reach a strict training error. Sigmoid's deep net barely learns; the "
-            "ReLU family, ELU and Maxout learn quickly; ELU's units average closer to zero."
-        ),
-        setting=(
-            f"digits (standardized), MLP 64 -> {s['layers']} x {s['width']} -> 10 (Maxout: k=2), "
-            f"He init with each activation's gain, SGD momentum 0.9, batch 64, at most "
-            f"{s['budget']} steps; learning rate per activation from "
-            f"{', '.join(f'{v:g}' for v in s['lrs'])}: the one with the fewest median steps "
-            f"over seeds {seeds[0]}..{seeds[-1]}; median [min, max] over those seeds; "
-            f"training error on {ERROR_SAMPLE} training images every {ERROR_EVERY} steps"
-        ),
-        scale=scale,
-        seeds=seeds,
-        claims=claims,
-        data={
-            "target": TARGET_ERROR,
-            "budget": s["budget"],
-            "table": table,
-            "tuning": tuning,
-            "curves": curves,
-        },
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+_ACTIVATION_COLORS = {
+    "sigmoid": "#7f7f7f",
+    "tanh": "#d62728",
+    "relu": "#1f77b4",
+    "leaky_relu": "#aec7e8",
+    "prelu": "#9467bd",
+    "elu": "#2ca02c",
+    "maxout": "#ff7f0e",
+}
+
+
+def figures(data: dict) -> list[tuple[Figure, str]]:
+    table_ = data["table"]
+    fig = new_figure(12, 3.9)
+    ax_curve, ax_bar, ax_mean = fig.subplots(1, 3)
+    error_race(ax_curve, ax_bar, data, "activation", _ACTIVATION_COLORS)
+    for row in table_:
+        means = row["mean_activation"]
+        width = 2.5 if row["activation"] in ("relu", "elu") else 1
+        ax_mean.plot(
+            layer_numbers(len(means)),
+            means,
+            marker="o",
+            ms=3,
+            lw=width,
+            label=row["activation"],
+            color=_ACTIVATION_COLORS.get(row["activation"]),
+        )
+    ax_mean.axhline(0, color="black", lw=0.8)
+    labelled(
+        ax_mean,
+        "mean activation per layer, after training",
+        "hidden layer",
+        "mean output",
+        legend=7,
     )
+    grid(ax_curve, ax_bar, ax_mean)
+    return [
+        (
+            fig,
+            "Left: training error (median over seeds, band: min..max), each activation at "
+            "its own fastest learning rate. Middle: steps to the target (bar: median, line: "
+            "min..max; hatched: not reached within the budget). Right: the mean output of "
+            "each hidden layer at the end of training; ELU sits closer to zero than ReLU.",
+        )
+    ]
