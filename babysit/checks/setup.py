@@ -718,6 +718,12 @@ def audit_init(
         )
         measurement.update({"forward_change": forward, "backward_change": backward})
         findings += _depth_findings(names, stds, grads, forward, backward, nonfinite, family, note)
+    else:
+        nonfinite = next((s.name for s in stats if s.nonfinite), None)
+        if nonfinite is not None:  # too shallow to judge depth, but an overflow is an overflow
+            findings += _depth_findings(
+                [nonfinite], [math.nan], [None], math.nan, math.nan, nonfinite, family, note
+            )
     findings += _saturation_findings(stats, trace, note)
     dead = _dead_findings(stats, trace, note)
     collapse = next(
@@ -867,12 +873,28 @@ def _bias_before(trace: Trace, name: str) -> tuple[str, float] | None:
     return None
 
 
+def _downstream_of_overflow(stats: Sequence[LayerStats], trace: Trace) -> set[str]:
+    """Layers whose outputs are not finite, and every layer that runs after the first of
+    them: their zeros come from inf/NaN arithmetic (relu(-inf) = 0, and NaN through a ReLU is
+    0 or NaN depending on the CPU kernel torch picks), not from units that died."""
+    first_call: dict[str, int] = {}
+    for call in trace.calls:
+        first_call.setdefault(call.name, call.index)
+    broken = [first_call.get(s.name, -1) for s in stats if s.nonfinite]
+    if not broken:
+        return set()
+    start = min(i for i in broken) if all(i >= 0 for i in broken) else -1
+    return {s.name for s in stats if s.nonfinite or first_call.get(s.name, -1) >= start}
+
+
 def _dead_findings(stats: Sequence[LayerStats], trace: Trace, note: str) -> list[Finding]:
     hidden = {s.name for s in _hidden_activations(stats, trace)}
+    overflowed = _downstream_of_overflow(stats, trace)
     dead = [
         s
         for s in stats
         if s.name in hidden
+        and s.name not in overflowed
         and s.dead_fraction is not None
         and math.isfinite(s.dead_fraction)
         and s.dead_fraction > DEAD_FRACTION_MAX
