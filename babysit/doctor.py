@@ -224,7 +224,12 @@ class _Run:
         if found is None:
             return {}
         findings, measurement = found
-        self.findings += findings
+        # The step that raised each finding, so that a code several steps raise (NAN_LOSS,
+        # LR_TOO_HIGH) is shown in the report's row of that step.
+        self.findings += [
+            f if "check" in f.evidence else replace(f, evidence={**f.evidence, "check": key})
+            for f in findings
+        ]
         self.measurements[key] = measurement
         return measurement
 
