@@ -527,6 +527,7 @@ _STEP_OF_CODE: dict[str, str | None] = {
     "INIT_LOSS_MISMATCH": "initial_loss",
     "CANNOT_OVERFIT": "overfit",
     "LABELS_UNLEARNABLE": "learnable",
+    "WORSE_THAN_LINEAR": "learnable",
     "REG_NO_EFFECT": "regularization",
     "LR_SUGGESTION": "lr",
     "LR_TOO_LOW": "lr",
