@@ -903,6 +903,8 @@ def _dead_findings(stats: Sequence[LayerStats], trace: Trace, note: str) -> list
         return []
     worst = max(dead, key=lambda s: s.dead_fraction or 0)
     all_dead = [s.name for s in dead if (s.dead_fraction or 0) >= 1.0]
+    units = _units(trace)
+    live = {s.name: round(units.get(s.name, 0) * (1 - (s.dead_fraction or 0))) for s in dead}
     bias = _bias_before(trace, worst.name)
     cause = ""
     if bias is not None and bias[1] < 0:
@@ -926,7 +928,19 @@ def _dead_findings(stats: Sequence[LayerStats], trace: Trace, note: str) -> list
                 "layers": [s.name for s in dead],
                 "dead_fraction": [s.dead_fraction for s in dead],
                 "threshold": DEAD_FRACTION_MAX,
+                "units": [units.get(s.name) for s in dead],
+                "live_units": [live[s.name] for s in dead],
             },
             worst.name,
         )
     ]
+
+
+def _units(trace: Trace) -> dict[str, int]:
+    """Units (features, or channels of a conv map) of each traced module's output."""
+    units: dict[str, int] = {}
+    for call in trace.calls:
+        shape = call.output_shape
+        if shape is not None and len(shape) >= 2:
+            units.setdefault(call.name, int(shape[1]))
+    return units

@@ -408,3 +408,4 @@ def test_units_zeroed_by_an_overflow_are_not_called_dead(hidden):
     assert stats["1"].dead_fraction >= 5 / 8 > DEAD_FRACTION_MAX  # what the old rule judged
     findings, _ = _init(model, x, y)
     assert [(f.code, f.severity, f.layer) for f in findings] == [("INIT_EXPLODING", "error", "0")]
+
