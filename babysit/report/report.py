@@ -447,8 +447,14 @@ def _describe_learnable(m: dict) -> str | None:
     le = m.get("learnable")
     if not le or le.get("held_out_accuracy") is None:
         return None
+    linear = le.get("linear_held_out_accuracy")
     return (
-        f"held-out accuracy {le['held_out_accuracy']:.0%} (chance {le['chance']:.0%}; must beat it)"
+        f"held-out accuracy {le['held_out_accuracy']:.0%} (chance {le['chance']:.0%}; must beat it"
+        + (
+            f"; linear classifier {linear:.0%}, at least half of the way to it)"
+            if isinstance(linear, int | float)
+            else ")"
+        )
     )
 
 
