@@ -94,7 +94,9 @@ LEARNABLE_MAX_FIT = 2048
 # healthy MLPs and CNNs 0.89-0.98 against 0.93-0.95 linear (over 90% of the way); a
 # width-4 ResNet-18 after only 60 steps 0.59 against 0.92 (59%, slow but learning); faulty:
 # a saturated tanh net 0.17 against 0.93 (7%), a ResNet-18 scored with stale BatchNorm
-# statistics 0.07-0.13 against 0.92-1.00 (below chance).
+# statistics 0.07-0.13 against 0.92-1.00 (below chance). Allowed LEARNABLE_Z standard errors
+# below that: a small CNN on hard synthetic data (linear is the right model there) scored
+# 0.21 against 0.33 linear, 0.02 short of the half-way mark.
 LEARNABLE_LINEAR_SHARE = 0.5
 
 # --- regularization -----------------------------------------------------------------------
@@ -418,7 +420,7 @@ def check_learnable(
         linear_acc = linear_baseline(x_fit, labels_fit, x_held, labels_held)
         measurement["linear_held_out_accuracy"] = linear_acc
         if linear_acc > chance + margin:  # the inputs do predict the labels
-            found = _below_linear(held_acc, train_acc, linear_acc, chance, len(x_fit), held)
+            found = _below_linear(held_acc, train_acc, linear_acc, chance, margin, len(x_fit), held)
             return found, measurement
     if held_acc > chance + margin:
         return [], measurement
@@ -439,13 +441,20 @@ def check_learnable(
 
 
 def _below_linear(
-    held_acc: float, train_acc: float, linear_acc: float, chance: float, fitted: int, held: int
+    held_acc: float,
+    train_acc: float,
+    linear_acc: float,
+    chance: float,
+    margin: float,
+    fitted: int,
+    held: int,
 ) -> list[Finding]:
     """WORSE_THAN_LINEAR when the trained copy gets less than LEARNABLE_LINEAR_SHARE of the
-    way from chance to a linear classifier's accuracy on the same split: the labels can be
-    learnt, and the model is what fails."""
+    way from chance to a linear classifier's accuracy on the same split, by more than the
+    sampling `margin` (LEARNABLE_Z standard errors): the labels can be learnt, and the model
+    is what fails."""
     needed = chance + LEARNABLE_LINEAR_SHARE * (linear_acc - chance)
-    if held_acc >= needed:
+    if held_acc >= needed - margin:
         return []
     memorised = train_acc >= needed + (1 - needed) / 2
     why = (
@@ -462,7 +471,8 @@ def _below_linear(
             "warning",
             f"a copy of the model trained on {fitted} examples scores {held_acc:.1%} on {held} "
             f"held-out ones, a linear classifier {linear_acc:.1%} on the same split (chance "
-            f"{chance:.1%}; needs at least {needed:.1%}, half of the way): {why}",
+            f"{chance:.1%}; needs half of the way, {needed:.1%}, less {margin:.1%} allowed for "
+            f"sampling): {why}",
             "see the init and learning-rate findings; check the model's forward in eval mode "
             "(model.eval()), its normalization layers and its capacity against a linear "
             "baseline; with few examples, a smaller model or more data",
@@ -472,6 +482,7 @@ def _below_linear(
                 "linear_held_out_accuracy": linear_acc,
                 "chance": chance,
                 "needed": needed,
+                "margin": margin,
             },
         )
     ]
