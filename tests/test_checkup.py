@@ -189,3 +189,62 @@ def test_labels_a_loss_cannot_use_are_a_finding_not_an_exception(standardized):
     )
     assert [f.code for f in report.findings if f.severity == "error"] == ["LABELS_INVALID"]
     assert not report.ok
+
+
+# --- real set-ups from outside the project (issue 10) --------------------------------------
+
+
+def _autoencoder() -> nn.Module:
+    """The published 64-32-16-8-16-32-64 ReLU autoencoder, torch's default init."""
+    torch.manual_seed(0)
+    dims = [64, 32, 16, 8, 16, 32, 64]
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=True):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    return nn.Sequential(*layers[:-1])
+
+
+def test_a_narrow_relu_autoencoder_that_trains_gets_no_warning(standardized):
+    x = standardized[0][0].flatten(1)
+    report = bs.checkup(_autoencoder(), (x, x.clone()), loss_fn=nn.MSELoss(), budget=SMALL)
+    assert [f.code for f in report.findings if f.severity != "info"] == [], str(report)
+    dead = [f for f in report.findings if f.code == "DEAD_UNITS"]
+    assert dead and "narrow" in dead[0].message  # still reported, as info
+    suggestion = report.measurements["lr_range"]["suggestion"]
+    assert suggestion is None or suggestion > 1e-3  # SGD trains it at 0.05, not at 1e-5
+
+
+@pytest.mark.slow  # ~15 s; the fast variant is tests/checks/test_lr.py's fallback-rate test
+def test_a_resnet_with_a_detached_trunk_is_caught_with_default_arguments(standardized):
+    from tests.zoo.resnet import resnet18
+
+    x, y = standardized[0]
+    x, y = x[:600], y[:600]
+    torch.manual_seed(0)
+    model = resnet18(10, width=4, channels=1, detach_trunk=True)
+    report = bs.checkup(
+        model,
+        (x, y),
+        budget=Budget(
+            overfit_steps=100, learnable_steps=60, reg_steps=20, range_steps=40, lr_steps=30
+        ),
+    )
+    low = [f for f in report.findings if f.code == "UPDATE_RATIO_LOW"]
+    assert low and "conv1" in low[0].evidence["ratios"], str(report)
+    suggestion = next(f for f in report.findings if f.code == "LR_SUGGESTION")
+    assert "nothing is learnt" not in suggestion.message
+
+
+def test_a_range_test_that_finds_nothing_never_contradicts_the_other_checks():
+    from babysit.doctor import _learnt_elsewhere, _suggestion_finding
+
+    failed = {"start_loss": 2.4, "min_loss": 2.3, "steps": 300, "suggestion": None}
+    measured = {"learnable": {"held_out_accuracy": 0.97, "chance": 0.11, "margin": 0.04}}
+    learnt = _learnt_elsewhere(measured)
+    finding = _suggestion_finding(failed, "sgd", {"fallback": 0.01}, learnt)
+    assert "97%" in finding.message and "nothing is learnt" not in finding.message
+    assert "fallback lr 0.01" in finding.message and "lr=" in finding.fix
+    at_chance = {"learnable": {"held_out_accuracy": 0.1, "chance": 0.11, "margin": 0.04}}
+    assert _learnt_elsewhere(at_chance) is None
+    finding = _suggestion_finding(failed, "sgd", {"fallback": 0.01}, None)
+    assert "no other check saw the model learn" in finding.message

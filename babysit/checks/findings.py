@@ -31,6 +31,7 @@ CODES: dict[str, str] = {
     "REG_NO_EFFECT": "adding regularization does not raise the loss",
     "CANNOT_OVERFIT": "the model cannot overfit a tiny training subset",
     "LABELS_UNLEARNABLE": "held-out accuracy stays at chance: the labels do not follow the inputs",
+    "WORSE_THAN_LINEAR": "the trained model scores far below a linear classifier on held-out data",
     "LR_TOO_LOW": "the loss barely moves at the given learning rate",
     "LR_TOO_HIGH": "the loss explodes (NaN, or over 3x its initial value) at the given lr",
     "LR_SUGGESTION": "the learning-rate range test's usable range and suggestion",

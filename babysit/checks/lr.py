@@ -27,6 +27,7 @@ from babysit.probes import update_ratios
 from babysit.train import Callback, LossAbort, TrainState, fit
 
 __all__ = [
+    "LR_FALLBACK",
     "LR_LOW_RELATIVE",
     "UPDATE_RATIO_MAX",
     "UPDATE_RATIO_MIN",
@@ -49,6 +50,16 @@ LR_SMOOTH_STEPS = 7
 # at the smallest rates; a curve that never falls that far has no usable range. Measured:
 # the loss wobbles +-4% over the first 30 steps on digits, where nothing is learnt yet.
 LR_RANGE_DROP = 0.1
+# ... and by this many standard errors of the smoothed loss at the first rates (its
+# batch-to-batch noise over the smoothing window), so that noise is not read as a fall: the
+# running extremes of a 7-step mean of pure noise over 100 steps reach ~3 of them.
+LR_RANGE_NOISE_Z = 4.0
+# The first 30% of the sweep (1e-7 to ~3e-5): SGD learns nothing there; Adam may start to.
+LR_RANGE_NOISE_SPAN = 0.3
+# A sweep with no usable range is repeated this many times slower. Measured: a width-8 CIFAR
+# ResNet-18 (BatchNorm, plain SGD) on 1000 digits at 16x16 falls to 0.51 of its start in
+# 100 steps, 0.14 in 300; see docs/checkup.md for the cases that need the second sweep.
+LR_RANGE_RETRY_FACTOR = 3
 # fastai's `minimum` rule: a tenth of the rate at the lowest loss.
 LR_SUGGESTION_FACTOR = 0.1
 
@@ -76,6 +87,15 @@ LR_SUGGESTION_RETRIES = 2
 # Layers followed by BatchNorm are scale-invariant (their weight norm is arbitrary and grows
 # until the ratio settles), so they are not judged "too high": a small-init CNN with BN
 # starts at 0.12 and trains well.
+# When the range test finds no usable rate, the update/weight ratios are still measured, at
+# the usual starting rate of each optimizer (CS231n notes and torch's defaults: 1e-2 for
+# SGD, 1e-3 for the adaptive ones), so that a layer no gradient reaches is still caught.
+LR_FALLBACK = {"sgd": 1e-2, "momentum": 1e-2, "nesterov": 1e-2}
+LR_FALLBACK_ADAPTIVE = 1e-3
+# At the fallback rate the ratio band is widened this much each way. Measured: the
+# 64-32-16-8-16-32-64 autoencoder (MSE, SGD at 1e-2, 60 steps) has encoder ratios 7e-6 and
+# trains well at 5e-2; layers cut from the gradient have ratio 0.
+FALLBACK_RATIO_MARGIN = 100.0
 UPDATE_RATIO_TARGET = 1e-3
 UPDATE_RATIO_MIN = 1e-5
 UPDATE_RATIO_MAX = 1e-1
@@ -141,12 +161,22 @@ def analyse_range(lrs: Sequence[float], losses: Sequence[float]) -> dict[str, An
         return result
     smooth = _smooth(losses_a[:n], LR_SMOOTH_STEPS)
     result["smoothed"] = smooth.tolist()
-    start = float(np.mean(smooth[: max(3, n // 10)]))
+    head = max(3, n // 10)
+    start = float(np.mean(smooth[:head]))
+    # The fall must also stand out of the batch-to-batch noise of the first rates, where
+    # nothing is learnt yet: class losses start at ~ln C on every batch, but a reconstruction
+    # or regression loss varies from batch to batch by more than it falls at first.
+    # Per-batch noise from step-to-step differences (a slow trend cancels out) over the
+    # first LR_RANGE_NOISE_SPAN of the sweep, then the standard error of a window's mean.
+    first = losses_a[: max(head + 1, int(n * LR_RANGE_NOISE_SPAN))]
+    noise = float(np.std(np.diff(first)) / math.sqrt(2) / math.sqrt(LR_SMOOTH_STEPS))
+    level = start - max(start * LR_RANGE_DROP, LR_RANGE_NOISE_Z * noise)
     best = int(smooth.argmin())
     result["start_loss"], result["min_loss"] = start, float(smooth[best])
-    if smooth[best] > start * (1 - LR_RANGE_DROP):
+    result["noise"] = noise
+    if smooth[best] > level:
         return result
-    low = int(np.argmax(smooth < start * (1 - LR_RANGE_DROP)))
+    low = int(np.argmax(smooth < level))
     result["low"], result["high"] = float(lrs_a[low]), float(lrs_a[best])
     tenth, onset = float(lrs_a[best]) * LR_SUGGESTION_FACTOR, float(lrs_a[low])
     result["suggestion"] = max(tenth, onset)
@@ -168,7 +198,20 @@ def lr_range_test(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Run the range test on a copy of the model; return `analyse_range`'s result plus the
-    optimizer, the number of steps and why it stopped."""
+    optimizer, the number of steps and why it stopped. A sweep that finds no usable range
+    is run once more, LR_RANGE_RETRY_FACTOR times slower (more steps at each rate); the
+    first sweep's summary is kept under "first_sweep"."""
+    result = _sweep(model, x, y, task, optimizer, steps, batch_size, seed)
+    if result["suggestion"] is None and LR_RANGE_RETRY_FACTOR > 1:
+        first = {k: result.get(k) for k in ("start_loss", "min_loss", "steps", "stop")}
+        result = _sweep(
+            model, x, y, task, optimizer, steps * LR_RANGE_RETRY_FACTOR, batch_size, seed
+        )
+        result["first_sweep"] = first
+    return result
+
+
+def _sweep(model, x, y, task, optimizer, steps, batch_size, seed) -> dict[str, Any]:
     test = LRRangeTest(steps=steps)
     _, history = train_copy(
         model,
@@ -281,8 +324,9 @@ def check_lr(
     update/weight ratio far from 1e-3 is UPDATE_RATIO_LOW / UPDATE_RATIO_HIGH. Without a
     user lr, the suggestion is first verified (lowered while its run blows up), and only
     layers out of line with the others are reported. `normalized` names the weight layers
-    followed by BatchNorm (not judged too high). measurement["suggestion"] is the verified
-    suggestion."""
+    followed by BatchNorm (not judged too high). With neither a user lr nor a suggestion,
+    the ratios are measured at the optimizer's usual rate (`LR_FALLBACK`,
+    measurement["fallback"]). measurement["suggestion"] is the verified suggestion."""
     measurement: dict[str, Any] = {"user_lr": lr, "suggestion": suggestion}
     run = None
     if lr is None and suggestion is not None:
@@ -296,16 +340,17 @@ def check_lr(
             suggestion /= LR_SUGGESTION_BACKOFF
         measurement["suggestion"] = suggestion
     chosen = lr if lr is not None else suggestion
-    if chosen is None:
-        measurement["skipped"] = "no learning rate given and the range test found none"
-        return [], measurement
+    fallback = chosen is None
+    if fallback:
+        chosen = LR_FALLBACK.get(optimizer, LR_FALLBACK_ADAPTIVE)
+        measurement["fallback"] = chosen
     if run is None:
         run = _short_run(model, x, y, task, chosen, optimizer, steps, batch_size, seed, True)
     measurement["run"] = run
     findings: list[Finding] = []
     if run["stop"] is not None:
         nonfinite = "nan" in run["stop"] or "inf" in run["stop"]
-        if lr is None and not nonfinite:
+        if fallback or (lr is None and not nonfinite):
             measurement["unstable"] = run["stop"]
             return findings, measurement
         code = "LR_TOO_HIGH" if lr is not None else "NAN_LOSS"
@@ -329,7 +374,8 @@ def check_lr(
             model, x, y, task, run, lr, suggestion, optimizer, steps, batch_size, seed, measurement
         )
     ratios = {n: r for n, r in run["update_ratios"].items()}
-    findings += _ratio_findings(ratios, chosen, lr is not None, suggestion, set(normalized))
+    source = "the given" if lr is not None else "the fallback" if fallback else "the suggested"
+    findings += _ratio_findings(ratios, chosen, source, suggestion, set(normalized))
     return findings, measurement
 
 
@@ -378,16 +424,20 @@ def _too_low(
 def _ratio_findings(
     ratios: dict[str, float],
     lr: float,
-    user_lr: bool,
+    source: str,
     suggestion: float | None,
     normalized: set[str],
 ) -> list[Finding]:
-    source = "the given" if user_lr else "the suggested"
-    low = {n: r for n, r in ratios.items() if math.isfinite(r) and r < UPDATE_RATIO_MIN}
+    user_lr = source == "the given"
+    # The fallback rate is a guess, not a measured one: only ratios far outside the band,
+    # which no reasonable rate would explain (a layer that never changes), are reported.
+    widen = FALLBACK_RATIO_MARGIN if source == "the fallback" else 1.0
+    ratio_min, ratio_max = UPDATE_RATIO_MIN / widen, UPDATE_RATIO_MAX * widen
+    low = {n: r for n, r in ratios.items() if math.isfinite(r) and r < ratio_min}
     high = {
         n: r
         for n, r in ratios.items()
-        if math.isfinite(r) and r > UPDATE_RATIO_MAX and n not in normalized
+        if math.isfinite(r) and r > ratio_max and n not in normalized
     }
     findings = []
     for code, group, word in (
@@ -410,7 +460,7 @@ def _ratio_findings(
             if still
             else ""
         )
-        limit = UPDATE_RATIO_MIN if word == "below" else UPDATE_RATIO_MAX
+        limit = ratio_min if word == "below" else ratio_max
         fix = (
             ("raise" if word == "below" else "lower")
             + " the learning rate"

@@ -718,6 +718,12 @@ def audit_init(
         )
         measurement.update({"forward_change": forward, "backward_change": backward})
         findings += _depth_findings(names, stds, grads, forward, backward, nonfinite, family, note)
+    else:
+        nonfinite = next((s.name for s in stats if s.nonfinite), None)
+        if nonfinite is not None:  # too shallow to judge depth, but an overflow is an overflow
+            findings += _depth_findings(
+                [nonfinite], [math.nan], [None], math.nan, math.nan, nonfinite, family, note
+            )
     findings += _saturation_findings(stats, trace, note)
     dead = _dead_findings(stats, trace, note)
     collapse = next(
@@ -867,12 +873,28 @@ def _bias_before(trace: Trace, name: str) -> tuple[str, float] | None:
     return None
 
 
+def _downstream_of_overflow(stats: Sequence[LayerStats], trace: Trace) -> set[str]:
+    """Layers whose outputs are not finite, and every layer that runs after the first of
+    them: their zeros come from inf/NaN arithmetic (relu(-inf) = 0, and NaN through a ReLU is
+    0 or NaN depending on the CPU kernel torch picks), not from units that died."""
+    first_call: dict[str, int] = {}
+    for call in trace.calls:
+        first_call.setdefault(call.name, call.index)
+    broken = [first_call.get(s.name, -1) for s in stats if s.nonfinite]
+    if not broken:
+        return set()
+    start = min(i for i in broken) if all(i >= 0 for i in broken) else -1
+    return {s.name for s in stats if s.nonfinite or first_call.get(s.name, -1) >= start}
+
+
 def _dead_findings(stats: Sequence[LayerStats], trace: Trace, note: str) -> list[Finding]:
     hidden = {s.name for s in _hidden_activations(stats, trace)}
+    overflowed = _downstream_of_overflow(stats, trace)
     dead = [
         s
         for s in stats
         if s.name in hidden
+        and s.name not in overflowed
         and s.dead_fraction is not None
         and math.isfinite(s.dead_fraction)
         and s.dead_fraction > DEAD_FRACTION_MAX
@@ -881,6 +903,8 @@ def _dead_findings(stats: Sequence[LayerStats], trace: Trace, note: str) -> list
         return []
     worst = max(dead, key=lambda s: s.dead_fraction or 0)
     all_dead = [s.name for s in dead if (s.dead_fraction or 0) >= 1.0]
+    units = _units(trace)
+    live = {s.name: round(units.get(s.name, 0) * (1 - (s.dead_fraction or 0))) for s in dead}
     bias = _bias_before(trace, worst.name)
     cause = ""
     if bias is not None and bias[1] < 0:
@@ -904,7 +928,19 @@ def _dead_findings(stats: Sequence[LayerStats], trace: Trace, note: str) -> list
                 "layers": [s.name for s in dead],
                 "dead_fraction": [s.dead_fraction for s in dead],
                 "threshold": DEAD_FRACTION_MAX,
+                "units": [units.get(s.name) for s in dead],
+                "live_units": [live[s.name] for s in dead],
             },
             worst.name,
         )
     ]
+
+
+def _units(trace: Trace) -> dict[str, int]:
+    """Units (features, or channels of a conv map) of each traced module's output."""
+    units: dict[str, int] = {}
+    for call in trace.calls:
+        shape = call.output_shape
+        if shape is not None and len(shape) >= 2:
+            units.setdefault(call.name, int(shape[1]))
+    return units

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from babysit.checks.lr import (
+    LR_FALLBACK,
     LR_RANGE_DROP,
     LR_SUGGESTION_FACTOR,
     LRRangeTest,
@@ -46,6 +47,35 @@ def test_analyse_range_stops_at_the_first_nan_and_finds_nothing_in_a_flat_curve(
     falling = list(np.linspace(2.3, 0.5, 40)) + [math.nan] * 10
     result = analyse_range(lrs, falling)
     assert len(result["smoothed"]) == 40 and result["suggestion"] is not None
+
+
+def _noisy_regression_curve(fall: float) -> tuple[np.ndarray, np.ndarray]:
+    """An MSE-like range test: per-batch losses around 1.0 with 15% batch-to-batch noise and
+    two easy batches in a row at lr ~1e-5 (a dip of noise), falling by `fall` from lr
+    1e-2 to 1, exploding after."""
+    lrs = np.geomspace(1e-7, 10, 100)
+    z = np.log10(lrs)
+    level = 1.0 - fall * np.clip((z + 2) / 2, 0, 1)
+    losses = level * (1 + 0.15 * np.random.default_rng(0).standard_normal(100))
+    losses[25:27] = 0.6  # z ~ -5
+    losses = np.where(z > 0.2, 1.0 + 5 * (z - 0.2), losses)
+    return lrs, losses
+
+
+def test_a_dip_of_batch_noise_is_not_read_as_a_fall():
+    lrs, losses = _noisy_regression_curve(fall=0.0)
+    result = analyse_range(lrs.tolist(), losses.tolist())
+    assert result["suggestion"] is None, result["suggestion"]
+    # the dip alone would pass the 10% rule: the noise makes the difference
+    smooth = np.asarray(result["smoothed"])
+    assert smooth.min() < result["start_loss"] * (1 - LR_RANGE_DROP)
+
+
+def test_a_real_fall_of_a_noisy_regression_loss_is_found():
+    lrs, losses = _noisy_regression_curve(fall=0.6)
+    result = analyse_range(lrs.tolist(), losses.tolist())
+    assert 1e-2 < result["low"] < result["high"] <= 2.0
+    assert result["suggestion"] >= 1e-3
 
 
 def test_range_test_grows_the_lr_exponentially(digits_std):
@@ -131,3 +161,42 @@ def test_a_layer_cut_from_the_gradient_has_a_zero_update_ratio(digits_std):
     )
     assert [(f.code, f.layer) for f in findings] == [("UPDATE_RATIO_LOW", "fc1")]
     assert m["run"]["update_ratios"]["fc1"] == 0.0
+
+
+class _Detached(nn.Module):
+    """fc1 is cut from the gradient: only fc2 learns."""
+
+    def __init__(self):
+        super().__init__()
+        self.flatten, self.fc1, self.fc2 = nn.Flatten(), nn.Linear(64, 32), nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(self.flatten(x))).detach())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_without_a_suggestion_the_ratios_are_measured_at_a_fallback_rate(digits_std, optimizer):
+    x, y = digits_std
+    torch.manual_seed(0)
+    findings, m = check_lr(
+        _Detached(),
+        x,
+        y,
+        CE,
+        lr=None,
+        suggestion=None,
+        optimizer=optimizer,
+        steps=30,
+        batch_size=64,
+    )
+    assert m["fallback"] == (LR_FALLBACK.get(optimizer, 1e-3)) and m["run"]["lr"] == m["fallback"]
+    assert [(f.code, f.layer) for f in findings] == [("UPDATE_RATIO_LOW", "fc1")]
+    assert "the fallback lr" in findings[0].message
+
+
+def test_a_sweep_that_finds_nothing_is_run_again_slower(digits_std):
+    x, y = digits_std
+    y = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]  # nothing to learn
+    result = lr_range_test(_model(), x[:256], y[:256], CE, optimizer="sgd", steps=20, batch_size=64)
+    assert result["first_sweep"]["steps"] == 20 and result["steps"] > 20
+    assert len(result["lr"]) == result["steps"]

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from babysit.checks.runs import recalibrate_batchnorm
 from babysit.checks.sanity import (
     INIT_LOSS_RATIO_MAX,
     OVERFIT_EXAMPLES,
@@ -14,6 +15,7 @@ from babysit.checks.sanity import (
 )
 from babysit.checks.task import task_for
 from babysit.nn import mlp
+from tests.zoo.resnet import resnet18
 
 CE = task_for(None)
 
@@ -148,6 +150,53 @@ def test_shuffled_labels_are_not(digits_std):
     findings, m = check_learnable(_model((100, 100)), x, y, CE, steps=150, batch_size=64)
     assert [(f.code, f.severity) for f in findings] == [("LABELS_UNLEARNABLE", "error")]
     assert m["linear_held_out_accuracy"] <= m["chance"] + m["margin"]
+
+
+def test_recalibrate_batchnorm_gives_the_exact_statistics_of_the_data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 5, generator=g) * 7 + 3
+    model = nn.Sequential(nn.BatchNorm1d(5, momentum=0.01), nn.Dropout(0.5), nn.Linear(5, 2))
+    model.eval()
+    assert recalibrate_batchnorm(model, x, batch_size=300)
+    bn = model[0]
+    torch.testing.assert_close(bn.running_mean, x.mean(0))
+    torch.testing.assert_close(bn.running_var, x.var(0))  # unbiased, as BatchNorm keeps it
+    assert bn.momentum == 0.01 and not model.training and not model[1].training
+    assert not recalibrate_batchnorm(mlp(5, [4], 2), x, batch_size=64)  # no BatchNorm
+
+
+def _slow_batchnorm_resnet():
+    """A width-4 CIFAR ResNet-18 whose BatchNorm running averages move slowly (momentum
+    0.01), so that after a short run they are stale: they still describe the init."""
+    torch.manual_seed(0)
+    model = resnet18(10, width=4, channels=1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.01
+    return model
+
+
+def test_learnable_scores_batchnorm_models_with_statistics_of_their_trained_weights(digits_raw):
+    x, y = digits_raw
+    x, y = x[:600] * 16, y[:600]  # raw 0..255 images
+    findings, m = check_learnable(_slow_batchnorm_resnet(), x, y, CE, steps=60, batch_size=64)
+    # with the running statistics left as trained, it scored 13% (linear 92%), and nothing
+    # was reported
+    assert m["batchnorm_recalibrated"] and m["held_out_accuracy"] > 0.5, m
+    assert findings == []
+
+
+def test_a_model_far_below_a_linear_classifier_is_a_finding(digits_raw, monkeypatch):
+    import babysit.checks.sanity as sanity
+
+    x, y = digits_raw
+    x, y = x[:600] * 16, y[:600]
+    monkeypatch.setattr(sanity, "recalibrate_batchnorm", lambda *args: False)
+    findings, m = check_learnable(_slow_batchnorm_resnet(), x, y, CE, steps=60, batch_size=64)
+    assert [(f.code, f.severity) for f in findings] == [("WORSE_THAN_LINEAR", "warning")]
+    evidence = findings[0].evidence
+    assert evidence["held_out_accuracy"] < evidence["needed"] < m["linear_held_out_accuracy"]
+    assert m["linear_held_out_accuracy"] > 0.8  # the labels are learnt by a linear model
 
 
 def test_learnable_steps_aside_for_regression():

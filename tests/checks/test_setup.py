@@ -382,3 +382,30 @@ def test_frozen_parameters_are_reported_and_all_frozen_is_a_warning():
         p.requires_grad_(False)
     (finding,) = frozen_parameters(model)
     assert finding.severity == "warning" and "nothing in the model can learn" in finding.message
+
+
+def _overflowing_relu_net(hidden: int) -> nn.Module:
+    """A ReLU net whose first Linear sends 5 of its 8 units to -inf on positive inputs: the
+    ReLU after it outputs 0 there, exactly, whatever CPU kernel computes it."""
+    layers: list[nn.Module] = [nn.Linear(4, 8), nn.ReLU()]
+    for _ in range(hidden - 1):
+        layers += [nn.Linear(8, 8), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(8, 3))
+    with torch.no_grad():
+        model[0].weight[:5].fill_(-1e38)
+        model[0].bias.zero_()
+    return model
+
+
+@pytest.mark.parametrize("hidden", [1, 3])
+def test_units_zeroed_by_an_overflow_are_not_called_dead(hidden):
+    torch.manual_seed(0)
+    model = _overflowing_relu_net(hidden)
+    x = 1 + torch.rand(64, 4)
+    y = torch.randint(0, 3, (64,))
+    stats = {s.name: s for s in activation_stats(model, x, y)}
+    assert stats["0"].nonfinite and not stats["1"].nonfinite
+    assert stats["1"].dead_fraction >= 5 / 8 > DEAD_FRACTION_MAX  # what the old rule judged
+    findings, _ = _init(model, x, y)
+    assert [(f.code, f.severity, f.layer) for f in findings] == [("INIT_EXPLODING", "error", "0")]
+

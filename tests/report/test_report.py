@@ -4,14 +4,16 @@ report.json alone), its HTML (self-contained, escaped) and the plots behind it."
 import json
 import math
 import os
+import re
 import stat
+from pathlib import Path
 
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 import babysit as bs
-from babysit.checks.findings import Finding
+from babysit.checks.findings import CODES, Finding
 from babysit.doctor import Budget
 from babysit.errors import UsageError
 from babysit.report import plots
@@ -162,3 +164,109 @@ def test_the_training_plot_shows_train_and_val():
     ]
     fig = plots.training_figure({"epochs": epochs})
     assert [line.get_label() for line in fig.axes[0].get_lines()] == ["train", "val"]
+
+
+# --- the "what was checked" table: every code has a row and a documented section --------
+
+# Each docs/checkup.md section of codes, and the report rows its codes may be shown in.
+_SECTION_ROWS = {
+    "Data": {"data"},
+    "Architecture": {"architecture"},
+    "Init": {"init"},
+    "Sanity checks": {"initial_loss", "overfit", "learnable", "regularization"},
+    "Learning rate": {"lr"},
+    "Training run (`quick=False` / `--full`, with validation data)": {"training"},
+    "Bookkeeping": {None},
+}
+
+# Measurements just complete enough for every row of the table to be drawn.
+_MEASURED = {
+    "data": {"offset_ratio": 0.1, "std_rms": 1.0, "min": -2.0, "max": 2.0},
+    "architecture": {"weight_layers": ["fc1", "fc2"], "output_shape": [10]},
+    "init": {"hidden_layers": 1},
+    "initial_loss": {"loss": 2.3, "expected": 2.3},
+    "overfit": {"initial_loss": 2.3, "final_loss": 0.01, "final_accuracy": 1.0},
+    "learnable": {"held_out_accuracy": 0.9, "chance": 0.1},
+    "regularization": {"rise": 0.2, "plain": {"loss": 0.01}, "decayed": {"loss": 0.3}},
+    "lr": {"run": {"lr": 0.1, "first_loss": 2.3, "last_loss": 0.5, "update_ratios": {}}},
+    "training": {"train_accuracy": 0.99, "val_accuracy": 0.97},
+}
+_TITLES = {
+    "data": "data audit",
+    "architecture": "architecture audit",
+    "init": "init audit",
+    "initial_loss": "initial loss",
+    "overfit": "overfit 20 examples",
+    "learnable": "labels learnable",
+    "regularization": "regularization",
+    "lr": "learning rate",
+    "training": "training run",
+}
+
+
+def _documented_sections() -> dict[str, str]:
+    """Code -> the docs/checkup.md '###' section whose table has a row for it."""
+    text = (Path(__file__).parents[2] / "docs" / "checkup.md").read_text()
+    found, section = {}, None
+    for line in text.splitlines():
+        if line.startswith("### "):
+            section = line[4:].strip()
+        for code in re.findall(r"^\| `([A-Z_]+)`(?: / `([A-Z_]+)`)?", line):
+            for c in code:
+                if c and section is not None:
+                    found.setdefault(c, section)
+    return found
+
+
+def _rows_showing(report: Report, code: str) -> list[str]:
+    return [title for title, _, found in report.check_rows() if code in {f.code for f in found}]
+
+
+@pytest.mark.parametrize("code", sorted(CODES))
+def test_every_code_has_a_documented_section_and_the_report_row_of_that_section(code):
+    sections = _documented_sections()
+    assert code in sections, f"{code} has no row in a section of docs/checkup.md"
+    rows = _SECTION_ROWS[sections[code]]
+    finding = Finding(code, "error" if code != "LR_SUGGESTION" else "info", "m", "f")
+    report = Report([finding], _MEASURED)
+    shown = _rows_showing(report, code)
+    if rows == {None}:
+        assert shown == [], f"bookkeeping code {code} is shown in {shown}"
+    else:
+        assert len(shown) == 1 and shown[0] in {_TITLES[r] for r in rows}, (
+            f"{code} ({sections[code]}) is shown in {shown}"
+        )
+
+
+def test_an_error_is_never_next_to_ok():
+    report = Report([Finding("NAN_LOSS", "error", "the loss became nan", "lower lr")], _MEASURED)
+    page, _ = report.render_html()
+    checks = page[page.index("What was checked") :]
+    row = checks[checks.index("training run") :].split("</tr>")[0]
+    assert "NAN_LOSS" in row and "ok" not in row
+    # an info finding alone leaves its row ok, and still shows which code it raised
+    info = Report([Finding("LR_SUGGESTION", "info", "lr 0.1", "use it")], _MEASURED)
+    page, _ = info.render_html()
+    checks = page[page.index("What was checked") :]
+    row = checks[checks.index("learning rate") :].split("</tr>")[0]
+    assert "ok" in row and "LR_SUGGESTION" in row
+
+
+def test_a_code_several_steps_raise_is_shown_in_the_step_that_raised_it():
+    at_init = Finding("NAN_LOSS", "error", "nan at init", "fix", {"check": "initial_loss"})
+    failed = Finding("CHECK_FAILED", "warning", "x", "y", {"step": "learning rate"})
+    report = Report([at_init, failed], _MEASURED)
+    assert _rows_showing(report, "NAN_LOSS") == ["initial loss"]
+    assert _rows_showing(report, "CHECK_FAILED") == ["learning rate"]
+
+
+def test_the_checkup_records_the_step_of_each_finding():
+    train, _ = bs.load_data("synthetic:n=200,shape=16,classes=4")
+    torch.manual_seed(0)
+    model = bs.nn.mlp(16, [32, 32], 4, activation="sigmoid", init="xavier")
+    budget = Budget(overfit_steps=30, learnable_steps=20, reg_steps=10, range_steps=30, lr_steps=20)
+    report = bs.checkup(model, train, lr=100.0, budget=budget)
+    checks = {f.code: f.evidence.get("check") for f in report.findings}
+    assert checks["SIGMOID_HIDDEN"] == "architecture" and checks["LR_TOO_HIGH"] == "lr"
+    assert _rows_showing(report, "LR_TOO_HIGH") == ["learning rate"]
+    assert all(check in _TITLES for code, check in checks.items() if code != "LR_SUGGESTION")
