@@ -618,12 +618,20 @@ def report_command(
     from babysit.report.terminal import stderr, stdout
 
     report = Report.load(directory)
-    page = report.save(directory, write_json=False)
+    try:  # report.json came from outside: what cannot be drawn from it is bad input
+        page = report.save(directory, write_json=False)
+        if json_output:
+            print(report.to_json())
+        else:
+            report.print(stdout)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as e:
+        if isinstance(e, UsageError):
+            raise
+        raise UsageError(
+            f"{directory}: report.json does not have the shape babysit writes ({_one_line(e)}): "
+            f"write it again with `babysit doctor --out {directory}`"
+        ) from None
     stderr.print(f"report written to {page}", markup=False, highlight=False)
-    if json_output:
-        print(report.to_json())
-    else:
-        report.print(stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
