@@ -46,8 +46,9 @@ def ensure_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     folder = Path(path).expanduser()
     blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
+        where = "" if blocker == folder else f" is under {str(blocker)!r}, which"
         raise UsageError(
-            f"{flag} {str(path)!r}: {str(blocker)!r} is a file, not a folder; give a folder"
+            f"{flag} {str(path)!r}{where} is a file, not a directory; give a directory"
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)

@@ -406,7 +406,7 @@ def doctor(
         optimizer=optimizer,
         quick=quick,
         seed=seed,
-        progress=not json_output,
+        progress=not json_output and stderr.is_terminal,  # a bar in a log is a stray line
         threads=threads,
     )
     report.meta["model"] = f"{model or 'default MLP (2x100 ReLU, He)'}: {report.meta['model']}"
@@ -557,6 +557,8 @@ def lab_command(
     """The lecture's experiments, reproduced: each states its claims and sources, measures them
     and prints PASS/FAIL. Exit code 0 when every claim passes or is a documented known
     exception (marked "FAIL (known)"), 1 when another claim fails."""
+    import contextlib
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from babysit import lab
@@ -576,18 +578,25 @@ def lab_command(
         console=stderr,
     )
     tasks: dict[str, int] = {}
+    # Bars redraw in place on a terminal only; in a log or a pipe each stop would print them
+    # all again, so there only the claims tables are printed.
+    bars = stderr.is_terminal
 
     def advance(name: str, done: int, total: int, what: str) -> None:
+        if not bars:
+            return
         if name not in tasks:
             tasks[name] = progress.add_task(name, total=total, what="")
         progress.update(tasks[name], completed=done, total=total, what=what)
 
     def finished(result) -> None:
-        progress.stop()
+        if bars:
+            progress.stop()
         claims_table(result, stdout)
-        progress.start()
+        if bars:
+            progress.start()
 
-    with progress:
+    with progress if bars else contextlib.nullcontext():
         results = lab.run(
             chosen, scale=scale, out=out, seed=seed, progress=advance, on_result=finished
         )
