@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from babysit.data.datasets import specs_help
 from babysit.errors import UsageError
 
 app = typer.Typer(
@@ -32,9 +33,7 @@ ModelOption = Annotated[
 ]
 DataOption = Annotated[
     str,
-    typer.Option(
-        "--data", help="digits (bundled), cifar10:DIR, npz:FILE or synthetic:n=...,shape=..."
-    ),
+    typer.Option("--data", help=f"The data set, one of: {specs_help()}."),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed for everything random.")]
 
@@ -57,13 +56,92 @@ def _root(
 
 
 def _model(spec: str | None, input_shape, classes: int):
-    from babysit.nn import default_model, from_spec
+    """The default model, or the one `--model` names; whatever its builder raises (a bug, a
+    missing argument, a syntax error, a class with other parameters) is one UsageError."""
+    import inspect
 
-    return (
-        default_model(input_shape, classes)
-        if spec is None
-        else from_spec(spec, input_shape, classes)
-    )
+    from babysit.nn import default_model, from_spec
+    from babysit.nn.models import load_function
+
+    if spec is None:
+        return default_model(input_shape, classes)
+    try:
+        builder = load_function(spec)
+        return from_spec(spec, input_shape, classes)
+    except UsageError:
+        raise
+    except Exception as e:
+        hint = "make it return an nn.Module; it may take input_shape and classes"
+        if inspect.isclass(locals().get("builder")):
+            hint = (
+                "it names a class, called as CLASS(input_shape, classes): write a function "
+                "that builds the module, e.g. def model(input_shape, classes): ..."
+            )
+        raise UsageError(
+            f"--model {spec} failed to build the model ({_one_line(e)}): {hint}"
+        ) from None
+
+
+def _one_line(error: BaseException, limit: int = 200) -> str:
+    """`Type: message` on one line, cut to `limit` characters."""
+    text = " ".join(str(error).split()) or "no message"
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{type(error).__name__}: {text}"
+
+
+def _preflight(net, train_set, classes: int, batch_size: int) -> None:
+    """One forward pass and one cross-entropy loss on one batch, in eval mode and without
+    gradients (so the seeded run is unchanged), before training starts: a model that cannot
+    train on this data is a one-line UsageError instead of a traceback from inside the loop."""
+    import torch
+
+    if not any(p.requires_grad for p in net.parameters()):
+        raise UsageError(
+            "the model has no trainable parameters, so there is nothing to train: give it "
+            "layers with weights (nn.Linear, nn.Conv2d, ...) or unfreeze them (requires_grad)"
+        )
+    x, y = train_set.tensors[0][:batch_size], train_set.tensors[1][:batch_size]
+    shape = f"inputs of shape {tuple(x.shape)}"
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            try:
+                output = net(x)
+            except Exception as e:
+                raise UsageError(
+                    f"the model's forward fails on {shape} ({_one_line(e)}): make it take "
+                    f"(N, *input_shape) inputs and return (N, classes) scores"
+                ) from None
+            if not isinstance(output, torch.Tensor):
+                raise UsageError(
+                    f"the model returns a {type(output).__name__}, not a tensor: `babysit "
+                    f"train` needs (N, {classes}) class scores (use babysit.checkup or your own "
+                    f"loop for tuple or dict outputs)"
+                )
+            seen = f"{tuple(output.shape)} {str(output.dtype).removeprefix('torch.')}"
+            if not output.is_floating_point():
+                raise UsageError(
+                    f"the model returns {seen} outputs, not floating-point scores: drop the "
+                    f"rounding or argmax at the end of forward and return the logits"
+                )
+            if output.dim() != 2 or len(output) != len(x) or output.shape[1] < classes:
+                raise UsageError(
+                    f"the model returns outputs of shape {tuple(output.shape)} for {shape}, but "
+                    f"cross-entropy on {classes} classes needs ({len(x)}, {classes}): "
+                    f"give the last layer {classes} outputs and flatten anything else"
+                )
+            try:
+                loss = torch.nn.functional.cross_entropy(output, y)
+            except Exception as e:
+                raise UsageError(
+                    f"the loss fails on the model's {seen} outputs ({_one_line(e)}): return "
+                    f"(N, {classes}) class scores"
+                ) from None
+            if loss.dim() != 0:
+                raise UsageError(f"the loss is not a scalar (shape {tuple(loss.shape)})")
+    finally:
+        net.train(was_training)
 
 
 @app.command()
@@ -115,20 +193,22 @@ def train(
 
     import torch
 
+    from babysit._io import ensure_writable_dir
     from babysit.data import load_data
     from babysit.report.terminal import TrainProgress, history_table
     from babysit.train import LossAbort, Monitor, fit
 
-    out_dir = Path(out) if out is not None else None
-    for flag, folder in (("--out", out_dir), ("--tensorboard", tensorboard)):
-        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
-            raise UsageError(f"{flag} {str(folder)!r} is a file, not a directory; give a directory")
     if monitor_every == 0 and tensorboard is not None:
         raise UsageError("--tensorboard writes the Monitor's records; drop --monitor-every 0")
+    out_dir = Path(out) if out is not None else None
+    for flag, folder in (("--out", out_dir), ("--tensorboard", tensorboard)):
+        if folder is not None:  # before the work, not after it
+            ensure_writable_dir(folder, flag)
     splits = load_data(data, seed=seed)
     train_set, val_set = _preprocessed(splits, preprocess)
     torch.manual_seed(seed)  # the model's initial weights, so that --seed repeats the run
     net = _model(model, splits.input_shape, splits.classes)
+    _preflight(net, train_set, splits.classes, batch_size)
     callbacks: list = [TrainProgress(epochs)]
     monitor = None
     if monitor_every == 0:
@@ -154,7 +234,7 @@ def train(
         if monitor is not None:
             monitor.detach()  # after an interrupt too: hooks off, TensorBoard files closed
             if out_dir is not None and monitor.steps:
-                monitor.save_jsonl(out_dir / "history.jsonl")
+                _saving(lambda: monitor.save_jsonl(out_dir / "history.jsonl"), out_dir)
     history_table(history)
     if out_dir is not None:
         settings = dict(
@@ -177,10 +257,21 @@ def train(
             "alerts": [] if monitor is None else monitor.alerts,
             "settings": settings,
         }
-        _write_json(out_dir / "metrics.json", metrics)
+        _saving(lambda: _write_json(out_dir / "metrics.json", metrics), out_dir)
     if history.stopped:
         print(f"babysit: training stopped: {history.stop_reason}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _saving(write, folder) -> None:
+    """Run `write`; a disk that fills up or turns read-only during the run is one line."""
+    try:
+        write()
+    except OSError as e:
+        raise UsageError(
+            f"cannot write into {str(folder)!r} ({e.strerror or e}): free some space or "
+            f"choose another --out"
+        ) from None
 
 
 def _write_json(path, value) -> None:
@@ -292,16 +383,15 @@ def doctor(
 
     Exit code 0 when no finding is an error, 1 when one is, 2 for bad usage or input.
     """
-    import os
-
     import torch
 
+    from babysit._io import ensure_writable_dir
     from babysit.data import load_data
     from babysit.doctor import checkup
     from babysit.report.terminal import stderr, stdout
 
-    if out is not None and os.path.exists(out) and not os.path.isdir(out):
-        raise UsageError(f"--out {out!r} is a file, not a directory; give a directory")
+    if out is not None:
+        ensure_writable_dir(out)  # before the checkup, not after it
     splits = load_data(data, seed=seed, validate=False)  # NaN and bad labels become findings
     train_set, val_set = _preprocessed(splits, preprocess)
     loss_fn, outputs, train_set, val_set = _doctor_targets(loss, splits, train_set, val_set)
@@ -316,18 +406,26 @@ def doctor(
         optimizer=optimizer,
         quick=quick,
         seed=seed,
-        progress=not json_output,
+        progress=not json_output and stderr.is_terminal,  # a bar in a log is a stray line
         threads=threads,
     )
     report.meta["model"] = f"{model or 'default MLP (2x100 ReLU, He)'}: {report.meta['model']}"
     report.meta["data"] = data + (f" ({preprocess})" if preprocess not in (None, "none") else "")
+    saved = None
     if out is not None:
-        page = report.save(out)
-        stderr.print(f"report written to {page}", markup=False, highlight=False)
+        try:
+            saved = report.save(out)
+        except (OSError, UsageError) as e:  # the findings are still shown, then exit 2
+            saved = e
     if json_output:
         print(report.to_json())
     else:
         report.print(stdout)
+    if isinstance(saved, BaseException):
+        detail = saved.strerror if isinstance(saved, OSError) else saved
+        raise UsageError(f"the report could not be saved into {out!r} ({detail})")
+    if saved is not None:
+        stderr.print(f"report written to {saved}", markup=False, highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -459,6 +557,8 @@ def lab_command(
     """The lecture's experiments, reproduced: each states its claims and sources, measures them
     and prints PASS/FAIL. Exit code 0 when every claim passes or is a documented known
     exception (marked "FAIL (known)"), 1 when another claim fails."""
+    import contextlib
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from babysit import lab
@@ -478,18 +578,25 @@ def lab_command(
         console=stderr,
     )
     tasks: dict[str, int] = {}
+    # Bars redraw in place on a terminal only; in a log or a pipe each stop would print them
+    # all again, so there only the claims tables are printed.
+    bars = stderr.is_terminal
 
     def advance(name: str, done: int, total: int, what: str) -> None:
+        if not bars:
+            return
         if name not in tasks:
             tasks[name] = progress.add_task(name, total=total, what="")
         progress.update(tasks[name], completed=done, total=total, what=what)
 
     def finished(result) -> None:
-        progress.stop()
+        if bars:
+            progress.stop()
         claims_table(result, stdout)
-        progress.start()
+        if bars:
+            progress.start()
 
-    with progress:
+    with progress if bars else contextlib.nullcontext():
         results = lab.run(
             chosen, scale=scale, out=out, seed=seed, progress=advance, on_result=finished
         )
@@ -520,12 +627,20 @@ def report_command(
     from babysit.report.terminal import stderr, stdout
 
     report = Report.load(directory)
-    page = report.save(directory, write_json=False)
+    try:  # report.json came from outside: what cannot be drawn from it is bad input
+        page = report.save(directory, write_json=False)
+        if json_output:
+            print(report.to_json())
+        else:
+            report.print(stdout)
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError) as e:
+        if isinstance(e, UsageError):
+            raise
+        raise UsageError(
+            f"{directory}: report.json does not have the shape babysit writes ({_one_line(e)}): "
+            f"write it again with `babysit doctor --out {directory}`"
+        ) from None
     stderr.print(f"report written to {page}", markup=False, highlight=False)
-    if json_output:
-        print(report.to_json())
-    else:
-        report.print(stdout)
 
 
 def main(argv: list[str] | None = None) -> int:

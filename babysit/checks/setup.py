@@ -134,6 +134,8 @@ def _label_findings(output: Tensor, y: Tensor, task: Task) -> list[Finding]:
     """LABELS_INVALID for targets the loss cannot use."""
     soft = y.is_floating_point() and y.shape[1:] == output.shape[1:]
     if task.class_labels and not soft:
+        if output.dim() > 1 and output.dim() != y.dim() + 1:
+            return []  # e.g. (N, 1, C) scores for (N,) labels: the shapes, not the labels
         classes = output.shape[1] if output.dim() > 1 else 1
         if y.is_floating_point():
             integral = torch.isfinite(y) & (y == y.round())

@@ -12,7 +12,8 @@ import math
 import pickle
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,16 @@ from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
 from babysit.errors import DataError, UsageError
 
-__all__ = ["SPECS", "SYNTHETIC_DEFAULTS", "Splits", "as_tensors", "load_data"]
-
-SPECS = ("digits", "cifar10:DIR", "npz:FILE", "synthetic:KEY=VAL,...")
+__all__ = [
+    "SOURCES",
+    "SPECS",
+    "SYNTHETIC_DEFAULTS",
+    "DataSource",
+    "Splits",
+    "as_tensors",
+    "load_data",
+    "specs_help",
+]
 
 # The CIFAR-10 python version (https://www.cs.toronto.edu/~kriz/cifar.html): five training
 # batches of 10,000 images and one test batch, each row 3072 bytes = 1024 R, 1024 G, 1024 B
@@ -44,6 +52,14 @@ SYNTHETIC_DEFAULTS = {"n": 1000, "shape": (64,), "classes": 10, "seed": 0}
 # feature has variance 1 + 18 / D, i.e. unit scale.
 SYNTHETIC_MEAN_DISTANCE = 6.0
 _SYNTHETIC_CHUNK_ROWS = 8192
+
+# When the number of classes is inferred as max(label) + 1, a label that is a typo (999999
+# among 0..9) would size the model's head: a million outputs, gigabytes, a hang. Labels more
+# than this many times the number of distinct labels, and above MIN_SUSPECT_CLASSES, are taken
+# for such typos: C comes from the others and they stay outside [0, C) (LABELS_INVALID).
+# 1000 keeps a sparse sample of ImageNet's 1000 classes as it is; 10x is our choice.
+SUSPECT_CLASS_RATIO = 10
+MIN_SUSPECT_CLASSES = 1000
 
 
 class Splits(tuple):
@@ -111,24 +127,26 @@ def load_data(
             f"val_fraction must be a number in [0, 1), got {val_fraction!r}: "
             f"use e.g. 0.2, or 0 for no validation split"
         )
-    kind, _, arg = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind == "digits" and not arg:
-        x, y, x_test, y_test, classes = _load_digits()
-    elif kind == "cifar10" and arg:
-        x, y, x_test, y_test, classes = _load_cifar10(Path(arg).expanduser())
-    elif kind == "npz" and arg:
-        x, y, x_test, y_test, classes = _load_npz(Path(arg).expanduser())
-    elif kind == "synthetic":
-        x, y, x_test, y_test, classes = _make_synthetic(arg)
-    else:
-        raise DataError(f"unknown data spec {spec!r}: use one of {', '.join(SPECS)}")
+    kind, sep, arg = spec.partition(":")
+    source = SOURCES.get(kind.strip().lower())
+    if source is None:
+        known = ", ".join(s.usage for s in SOURCES.values())
+        raise DataError(f"unknown data spec {spec!r}: use one of {known}")
+    if source.argument == "required" and not arg.strip():
+        raise DataError(
+            f"data spec {spec!r} needs its {source.usage.partition(':')[2]}: write {source.usage}"
+        )
+    if source.argument == "none" and arg.strip():
+        raise DataError(f"data spec {spec!r} takes no argument: write {source.usage}")
+    x, y, x_test, y_test, classes = source.load(arg)
 
     x, y = _numeric(x, y, spec)
     if x_test is not None:
         x_test, y_test = _numeric(x_test, y_test, f"{spec} (test)")
-    if classes is None:  # max label + 1, over train and test alike
-        classes = max(_count_classes(labels) for labels in (y, y_test) if labels is not None)
+    if classes is None:  # max label + 1, over train and test alike, typos aside
+        classes = _infer_classes([labels for labels in (y, y_test) if labels is not None])
+        if validate:
+            _refuse_suspect_labels([(y, spec), (y_test, f"{spec} (test)")], classes)
     x, y = _check(x, y, classes, spec, validate)
     test = None
     if x_test is not None:
@@ -298,7 +316,22 @@ def _numpy_pickle_globals() -> dict[tuple[str, str], object]:
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(module, "_reconstruct")] = multiarray._reconstruct
         allowed[(module, "scalar")] = multiarray.scalar
+    for module in ("numpy.core.numeric", "numpy._core.numeric"):
+        allowed[(module, "_frombuffer")] = _frombuffer
     return allowed
+
+
+def _frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    """`numpy.core.numeric._frombuffer`, which protocol-5 pickles call to rebuild an array
+    from its raw bytes; limited to a bytes-like buffer and a dtype without Python objects."""
+    if not isinstance(buffer, (bytes, bytearray, memoryview, pickle.PickleBuffer)):
+        raise _ForbiddenPickle(f"_frombuffer on a {type(buffer).__name__}")
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        shown = dtype if isinstance(dtype, np.dtype) else type(dtype).__name__
+        raise _ForbiddenPickle(f"_frombuffer with dtype {shown}")
+    if order not in ("C", "F"):
+        raise _ForbiddenPickle(f"_frombuffer with order {order!r}")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -314,9 +347,28 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             raise _ForbiddenPickle(f"{module}.{name}") from None
 
 
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with files / an empty one
+
+
 def _load_npz(path: Path) -> tuple:
     if not path.is_file():
         raise DataError(f"npz file {str(path)!r} does not exist: pass the path of a .npz file")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(_NPY_MAGIC))
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({e.strerror}): check its permissions") from None
+    if magic.startswith(_NPY_MAGIC):
+        raise DataError(
+            f"{path} is a .npy file (a single array), not a .npz archive: "
+            f"save x and y together with np.savez(path, x=X, y=y)"
+        )
+    if not magic.startswith(_ZIP_MAGICS):
+        raise DataError(
+            f"{path} is not a .npz file (a .npz is a zip archive, this file does not start "
+            f"like one): save it with np.savez(path, x=X, y=y)"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -392,6 +444,61 @@ def _parse_synthetic(arg: str) -> dict:
     return params
 
 
+# --- the registry: load_data, the CLI's help and the error messages all read it ------------
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A data set by name: `usage` is how a spec names it ("npz:FILE"), `argument` whether the
+    part after the colon is "required", "optional" or "none", and `load(arg)` returns the raw
+    arrays (x, y, x_test, y_test, classes or None to take max(label) + 1)."""
+
+    name: str
+    usage: str
+    summary: str
+    argument: str
+    load: Callable[[str], tuple]
+
+
+def _path(arg: str) -> Path:
+    return Path(arg.strip()).expanduser()
+
+
+SOURCES: dict[str, DataSource] = {
+    source.name: source
+    for source in (
+        DataSource("digits", "digits", "bundled 8x8 digits", "none", lambda arg: _load_digits()),
+        DataSource(
+            "cifar10",
+            "cifar10:DIR",
+            "the CIFAR-10 python batches",
+            "required",
+            lambda arg: _load_cifar10(_path(arg)),
+        ),
+        DataSource(
+            "npz",
+            "npz:FILE",
+            "arrays x, y (x_test, y_test) in a .npz",
+            "required",
+            lambda arg: _load_npz(_path(arg)),
+        ),
+        DataSource(
+            "synthetic",
+            "synthetic:KEY=VAL,...",
+            f"Gaussian classes; keys {', '.join(SYNTHETIC_DEFAULTS)}",
+            "optional",
+            _make_synthetic,
+        ),
+    )
+}
+SPECS = tuple(source.usage for source in SOURCES.values())
+
+
+def specs_help() -> str:
+    """One line for help texts: every data source with what it is."""
+    return "; ".join(f"{source.usage} ({source.summary})" for source in SOURCES.values())
+
+
 # --- boundary checks and the split ---------------------------------------------------------
 
 
@@ -406,13 +513,55 @@ def _numeric(x: object, y: object, name: str) -> tuple[Tensor, Tensor]:
         ) from None
     if x.is_complex() or y.is_complex():
         raise DataError(f"{name}: complex inputs or labels are not supported: pass real numbers")
+    if x.dim() == 0 or y.dim() == 0:
+        raise DataError(
+            f"{name}: inputs and labels must be arrays of examples, got a single value (inputs "
+            f"of shape {tuple(x.shape)}, labels of shape {tuple(y.shape)}): save x shaped "
+            f"(N, ...) and y shaped (N,)"
+        )
     return x, y
 
 
-def _count_classes(y: Tensor) -> int:
-    """max(label) + 1 over the finite labels, at least 1."""
-    finite = y[torch.isfinite(y)] if y.is_floating_point() else y
-    return max(math.floor(finite.max().item()) + 1, 1) if len(finite) else 1
+def _finite_labels(y: Tensor) -> Tensor:
+    return y[torch.isfinite(y)] if y.is_floating_point() else y.to(torch.int64)
+
+
+def _suspect_cutoff(labels: Sequence[Tensor]) -> float:
+    """Labels at or above this are typos, not classes (see SUSPECT_CLASS_RATIO)."""
+    values = torch.cat([_finite_labels(y).double().flatten() for y in labels])
+    distinct = len(torch.unique(values)) if len(values) else 0
+    return float(max(SUSPECT_CLASS_RATIO * distinct, MIN_SUSPECT_CLASSES))
+
+
+def _infer_classes(labels: Sequence[Tensor]) -> int:
+    """max(label) + 1 over the finite labels, at least 1, leaving out labels far above the
+    others (typos that would size the model's head, see SUSPECT_CLASS_RATIO)."""
+    cutoff = _suspect_cutoff(labels)
+    highest = -1
+    for y in labels:
+        finite = _finite_labels(y)
+        kept = finite[finite < cutoff]
+        if len(kept):
+            highest = max(highest, math.floor(kept.max().item()))
+    return max(highest + 1, 1)
+
+
+def _refuse_suspect_labels(named: Sequence[tuple[Tensor | None, str]], classes: int) -> None:
+    present = [y for y, _ in named if y is not None]
+    cutoff = _suspect_cutoff(present)
+    for y, name in named:
+        if y is None:
+            continue
+        finite = _finite_labels(y)
+        suspect = finite >= cutoff
+        if suspect.any():
+            first = int(suspect.nonzero()[0, 0])
+            raise DataError(
+                f"{name}: {int(suspect.sum())} labels lie far above the others (first at "
+                f"example {first}: {finite[first].item():g}, while the others make {classes} "
+                f"classes); taken as classes they would size the model's output layer: map "
+                f"them to class indices 0..{classes - 1} or drop those examples"
+            )
 
 
 def _check(x: Tensor, y: Tensor, classes: int, name: str, validate: bool) -> tuple[Tensor, Tensor]:

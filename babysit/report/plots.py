@@ -32,7 +32,11 @@ def _finite(values: Sequence[Any]) -> list[float]:
 
 
 def _short(name: str, limit: int = 14) -> str:
-    return name if len(name) <= limit else "…" + name[-(limit - 1) :]
+    """A layer name cut to `limit` characters for a tick label, as plain text: matplotlib reads
+    a pair of `$` as mathtext (`$\\frac{$` fails to parse), so each `$` is escaped."""
+    name = str(name)
+    name = name if len(name) <= limit else "…" + name[-(limit - 1) :]
+    return name.replace("$", r"\$")
 
 
 def _activation_layers(layers: Sequence[dict]) -> list[dict]:

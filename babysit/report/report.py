@@ -113,7 +113,14 @@ class Report:
                     f"finding {i} of the report is malformed ({e}); known codes are "
                     f"{', '.join(CODES)}"
                 ) from None
-        return cls(findings, dict(data.get("measurements") or {}), dict(data.get("meta") or {}))
+        parts = {key: data.get(key) or {} for key in ("measurements", "meta")}
+        for key, value in parts.items():
+            if not isinstance(value, dict):
+                raise UsageError(
+                    f"not a babysit report: its {key!r} is a {type(value).__name__}, expected a "
+                    f"JSON object; write it again with `babysit doctor --out DIR`"
+                )
+        return cls(findings, dict(parts["measurements"]), dict(parts["meta"]))
 
     # --- files ---------------------------------------------------------------------------
 
@@ -149,6 +156,11 @@ class Report:
             )
         try:
             data = json.loads(path.read_text())
+        except RecursionError:
+            raise UsageError(
+                f"{path} nests too deeply to be a babysit report: write it again with "
+                f"`babysit doctor --out {folder}`"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise UsageError(
                 f"{path} is not valid JSON ({e}): was it written by babysit?"
@@ -159,7 +171,7 @@ class Report:
 
     def table(self):
         """A rich Table, errors first: severity, code, layer, and what was found with its
-        fix underneath (plain text: messages are never read as rich markup)."""
+        fix underneath (plain text: messages and layer names are never read as rich markup)."""
         from rich.table import Table
         from rich.text import Text
 
@@ -175,7 +187,10 @@ class Report:
                 body.append("\nfix: ", style="bold green")
                 body.append(f.fix)
             table.add_row(
-                Text(f.severity, style=_SEVERITY_STYLE[f.severity]), f.code, f.layer or "", body
+                Text(f.severity, style=_SEVERITY_STYLE[f.severity]),
+                f.code,
+                Text(f.layer or ""),
+                body,
             )
         return table
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -90,4 +91,4 @@ def history_table(history: History, console: Console = stdout) -> None:
         )
     console.print(table)
     if history.stop_reason:
-        console.print(f"[bold red]stopped early:[/] {history.stop_reason}")
+        console.print(f"[bold red]stopped early:[/] {escape(history.stop_reason)}")

@@ -57,16 +57,27 @@ class LiveTrials:
         self.plan = plan
         self.study_name = study_name
         self.live = Live(Text(""), console=console, refresh_per_second=4, transient=False)
+        # Not a terminal (a log file, a pipe): no redrawing, which would run into the next
+        # line; the last table is printed once at the end.
+        self.redraw = console.is_terminal
+        self.console = console
+        self.last: Group | None = None
 
     def __enter__(self) -> LiveTrials:
-        self.live.start()
+        if self.redraw:
+            self.live.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.live.stop()
+        if self.redraw:
+            self.live.stop()
+        elif self.last is not None:
+            self.console.print(self.last)
 
     def update(self, trials: Sequence[FrozenTrial]) -> None:
-        self.live.update(self.render(trials))
+        self.last = self.render(trials)
+        if self.redraw:
+            self.live.update(self.last)
 
     def render(self, trials: Sequence[FrozenTrial]) -> Group:
         params = list(self.plan.space)
