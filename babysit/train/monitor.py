@@ -47,8 +47,10 @@ History records, one per step, in order (`mon.history`, and one JSON object per 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -64,6 +66,7 @@ from babysit.probes import HISTOGRAM_BINS, Hooks, select_layers
 from babysit.train.callbacks import Callback
 from babysit.train.divergence import LOSS_ABORT_FACTOR
 from babysit.train.guards import ExplosionGuard, NonFiniteGuard
+from babysit.train.loop_facts import LoopFacts
 from babysit.train.quantities import LayerStatistics, Loss, Quantity, UpdateRatios, serial
 from babysit.train.records import RESERVED, gap, host, load_history, save_history
 
@@ -105,6 +108,7 @@ class _Pending:
     layout: list[tuple[int, Any, int]]  # (quantity index, key, size)
     packed: Tensor
     metrics: dict[str, Any]
+    host: list[tuple[int, Any, Any]]  # (quantity index, key, value): numbers already on the host
 
 
 class Monitor(Callback):
@@ -170,6 +174,7 @@ class Monitor(Callback):
         guarded = [i for i, info in enumerate(infos) if info is None]
         self._statistics = LayerStatistics(self.layers, infos, self.every, histograms, self.bins)
         self._ratios = UpdateRatios(self.every)
+        self._loop = LoopFacts(model, self.layers, self.every)
         self._nonfinite = NonFiniteGuard(
             self._names, guarded if guarded else list(range(len(self.layers))), self.sample
         )
@@ -178,10 +183,11 @@ class Monitor(Callback):
             Loss(),
             self._statistics,
             self._ratios,
+            self._loop,
             self._nonfinite,
             ExplosionGuard(self.abort_factor),
         ]
-        self._layer_quantities = [self._statistics, self._nonfinite]
+        self._layer_quantities = [self._statistics, self._nonfinite, self._loop]
 
         self.alerts: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
@@ -189,6 +195,7 @@ class Monitor(Callback):
         self._pending: list[_Pending] = []
         self._step = 0
         self._raised = False
+        self._forwards = 0  # training forward passes seen through a watched layer
         self._hooks: Hooks | None = None
         self._optimizer_handles: list = []
         self._attached_by_fit = False
@@ -217,10 +224,14 @@ class Monitor(Callback):
         return self
 
     def detach(self) -> None:
-        """Read back what is pending, remove every hook and close the TensorBoard files."""
+        """Read back what is pending, remove every hook and close the TensorBoard files.
+        Warns when the Monitor saw training but no step, or an optimizer that never stepped."""
         try:
             if self._hooks is not None:
                 self.flush()
+                problem = self._unseen_steps()
+                if problem is not None:
+                    warnings.warn(f"babysit Monitor: {problem}", RuntimeWarning, stacklevel=3)
         finally:
             if self._hooks is not None:
                 self._hooks.remove()
@@ -247,6 +258,7 @@ class Monitor(Callback):
             )
         self._unhook_optimizer()
         self.optimizer, self._ratios.params = optimizer, params
+        self._loop.set_optimizer(optimizer, owned)
         if self.attached:
             self._hook_optimizer()
 
@@ -275,6 +287,7 @@ class Monitor(Callback):
     def _on_forward(self, name: str, module: nn.Module, output: Tensor) -> None:
         if not torch.is_grad_enabled() or not output.is_floating_point():
             return  # evaluation passes are not part of the training step
+        self._forwards += 1
         i = self._index[name]
         wanting = [q for q in self._layer_quantities if q.watches(i)]
         part = self._sampled(output)
@@ -371,6 +384,42 @@ class Monitor(Callback):
         """How many times the watched optimizer's `step()` ran while attached."""
         return self._ratios.optimizer_steps
 
+    def _unseen_steps(self) -> str | None:
+        """What the Monitor could not see, in words, or None."""
+        if self._step == 0 and self._forwards:
+            return (
+                f"saw {self._forwards} training forward passes but no mon.step(loss), so "
+                "nothing was recorded; call mon.step(loss) after optimizer.step() (with "
+                "Lightning or a Hugging Face Trainer, use babysit.integrations' MonitorCallback)"
+            )
+        if self.optimizer is not None and self._step and self.optimizer_steps == 0:
+            return (
+                f"the optimizer given never stepped in {self._step} steps, so no update "
+                "ratio was measured; pass the optimizer that trains the model"
+            )
+        return None
+
+    def report(self, **meta: Any):
+        """A `babysit.Report` about the run so far (callable mid-run and at the end):
+        findings with code, severity, evidence and fix (`babysit.checks.training_run`);
+        `meta` adds to the report's meta (e.g. ranks)."""
+        from babysit.checks.training_run import check_training_run
+        from babysit.report.report import Report
+
+        info = {
+            "kind": "training_run",
+            "steps": self._step,
+            "optimizer": self.optimizer is not None,
+            "optimizer_steps": self.optimizer_steps,
+            "every": self.every,
+            **meta,
+        }
+        findings, measured = check_training_run(self.history, meta=info)
+        problem = self._unseen_steps()
+        if problem is not None and self._step == 0:
+            findings[0] = dataclasses.replace(findings[0], message=problem)
+        return Report(findings, {"training_run": measured}, info)
+
     def save_jsonl(self, path: str | os.PathLike) -> Path:
         """Write the history as JSON Lines, atomically (a crash never leaves half a file)."""
         return save_history(path, self.history)
@@ -414,13 +463,17 @@ class Monitor(Callback):
         self._step += 1
         layout: list[tuple[int, Any, int]] = []
         tensors: list[Tensor] = []
+        on_host: list[tuple[int, Any, Any]] = []
         with serial(loss):
             for index, quantity in enumerate(self.quantities):
                 for key, value in quantity.end_step(loss).items():
-                    layout.append((index, key, value.numel()))
-                    tensors.append(value.detach().reshape(-1).float())
+                    if isinstance(value, Tensor):
+                        layout.append((index, key, value.numel()))
+                        tensors.append(value.detach().reshape(-1).float())
+                    else:
+                        on_host.append((index, key, value))
             packed = torch.cat(tensors)
-        self._pending.append(_Pending(self._step, layout, packed, metrics))
+        self._pending.append(_Pending(self._step, layout, packed, metrics, on_host))
         self._begin_step()
         if self._step % self.read_every == 0:
             self._read_back()
@@ -436,6 +489,8 @@ class Monitor(Callback):
             for index, key, size in item.layout:
                 values[index][key] = flat[offset : offset + size]
                 offset += size
+            for index, key, value in item.host:
+                values[index][key] = value
             self._records.append(self._record(item, values))
 
     def _record(self, item: _Pending, values: list[dict[Any, list[float]]]) -> dict[str, Any]:

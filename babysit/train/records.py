@@ -23,7 +23,7 @@ from babysit.probes import LayerStats
 __all__ = ["LAYER_FIELDS", "RESERVED", "load_history", "save_history"]
 
 # Keys the Monitor sets itself; `log` refuses them.
-RESERVED = frozenset({"step", "loss", "layers", "update_ratios", "alerts", "gap"})
+RESERVED = frozenset({"step", "loss", "layers", "update_ratios", "loop", "alerts", "gap"})
 LAYER_FIELDS = tuple(f.name for f in fields(LayerStats))
 
 
