@@ -1,6 +1,7 @@
 """mon.report(): each planted loop bug or unhealthy run gets its code; healthy loops get no
 warning. The runs are small MLPs on the bundled digits (standardized), a few hundred steps."""
 
+import json
 import math
 
 import pytest
@@ -233,3 +234,28 @@ def test_report_mid_run_and_from_a_saved_history_agree(digits, tmp_path):
     findings, _ = check_training_run(load_history(tmp_path / "history.jsonl"))
     assert [f.to_dict() for f in findings] == [f.to_dict() for f in mon.report().findings]
     Report.from_dict(mon.report().to_dict())  # the JSON round trip holds
+
+
+def test_babysit_report_reads_a_saved_run_and_reports_its_codes(digits, tmp_path, capsys):
+    from babysit.cli import main
+
+    run_loop(digits, bug="no_zero_grad", lr=0.01).save_jsonl(tmp_path / "history.jsonl")
+    assert main(["report", str(tmp_path), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert "GRAD_ACCUMULATING" in [f["code"] for f in printed["findings"]]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["meta"]["kind"] == "training_run" and saved["findings"] == printed["findings"]
+    assert (tmp_path / "report.html").is_file()
+    # run again: the report is recomputed from the history, not mistaken for a checkup's
+    assert main(["report", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["findings"] == printed["findings"]
+
+
+def test_babysit_report_on_a_broken_history_is_a_one_line_error(tmp_path, capsys):
+    from babysit.cli import main
+
+    (tmp_path / "history.jsonl").write_text('{"step": 1, "loss": 2.0}\nnot json\n')
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("babysit: error:") and "history.jsonl:2 is not a JSON line" in err
+    assert len(err.splitlines()) == 1
