@@ -113,3 +113,21 @@ def test_a_monitor_wrapped_around_fit_without_the_callback_says_so(tmp_path):
     )
     with pytest.warns(RuntimeWarning, match="MonitorCallback"), Monitor(module):
         trainer.fit(module, train, val)
+
+
+def test_the_documented_examples_run(tmp_path, monkeypatch):
+    """The Lightning and Hugging Face examples of docs/monitor.md run as written."""
+    import re
+    from pathlib import Path
+
+    pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    text = (Path(__file__).parents[2] / "docs" / "monitor.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "integrations" in b]
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        namespace = {}
+        exec(compile(block, "docs/monitor.md", "exec"), namespace)
+        assert [f for f in namespace["callback"].report.findings if f.severity != "info"] == []
+    assert (tmp_path / "runs" / "hf" / "report.html").is_file()
