@@ -35,8 +35,11 @@ class NonFiniteGuard(Quantity):
     Linear/Conv -> activation net without losing precision.
     """
 
-    def __init__(self, names: list[str], guarded: list[int], sample: int | None):
+    def __init__(
+        self, names: list[str], guarded: list[int], sample: int | None, compiled: bool = False
+    ):
         self.names, self.guarded, self.sample = names, guarded, sample
+        self.compiled = compiled  # layer outputs inside a compiled graph are not seen
         self._is_guarded = [i in guarded for i in range(len(names))]
         self._outputs: dict[int, tuple[Tensor, Tensor]] = {}
         self._grads: dict[int, tuple[Tensor, Tensor]] = {}
@@ -98,6 +101,14 @@ class NonFiniteGuard(Quantity):
     def _describe(self, step: int, loss: float) -> dict[str, Any]:
         head = f"{divergence_reason(loss, None)} at step {step}"
         onset = self._onset
+        if self.compiled and onset is None:
+            return dict(
+                message=f"{head}: the layers run inside a torch.compile graph, where they are "
+                "not watched; run the model uncompiled to find the layer",
+                layer=None,
+                where="loss",
+                onset_step=step,
+            )
         if onset is None or (onset[0] == step and onset[2] == "gradient"):
             # NaN gradients on the same step as a NaN loss flowed back from the loss itself.
             sampled = "" if self.sample is None else f" on the {self.sample} sampled examples"

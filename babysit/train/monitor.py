@@ -64,6 +64,7 @@ from babysit.errors import UsageError
 from babysit.nn.activations import activation_info
 from babysit.probes import HISTOGRAM_BINS, Hooks, select_layers
 from babysit.train.callbacks import Callback
+from babysit.train.compiled import SampleCapture, unwrap_compiled
 from babysit.train.divergence import LOSS_ABORT_FACTOR
 from babysit.train.guards import ExplosionGuard, NonFiniteGuard
 from babysit.train.loop_facts import LoopFacts
@@ -155,7 +156,10 @@ class Monitor(Callback):
         self.bins = _positive_int(bins, "bins")
         if not (isinstance(abort_factor, int | float) and abort_factor > 1):
             raise UsageError(f"abort_factor must be a number > 1, got {abort_factor!r}")
+        # A torch.compile'd model: watch the module inside, probe it outside the graph.
+        model, wrapper = unwrap_compiled(model)
         self.model = model
+        self._capture = None if wrapper is None else SampleCapture(wrapper, model, self.sample)
         self.histograms = histograms
         self.abort_factor = float(abort_factor)
         self.stop_on_abort = stop_on_abort
@@ -176,7 +180,10 @@ class Monitor(Callback):
         self._ratios = UpdateRatios(self.every)
         self._loop = LoopFacts(model, self.layers, self.every)
         self._nonfinite = NonFiniteGuard(
-            self._names, guarded if guarded else list(range(len(self.layers))), self.sample
+            self._names,
+            guarded if guarded else list(range(len(self.layers))),
+            self.sample,
+            compiled=wrapper is not None,
         )
         # Read back in this order: the guards read the loss and add their alerts last.
         self.quantities: list[Quantity] = [
@@ -220,6 +227,8 @@ class Monitor(Callback):
 
             self._writer = TensorBoardLog(self.log_dir)
         self._hooks = Hooks(self.layers, forward=self._on_forward)
+        if self._capture is not None:
+            self._capture.attach()
         self._hook_optimizer()
         return self
 
@@ -236,6 +245,8 @@ class Monitor(Callback):
             if self._hooks is not None:
                 self._hooks.remove()
                 self._hooks = None
+            if self._capture is not None:
+                self._capture.remove()
             self._unhook_optimizer()
             if self._writer is not None:
                 self._writer.close()
@@ -279,12 +290,16 @@ class Monitor(Callback):
     def _begin_step(self) -> None:
         for quantity in self.quantities:
             quantity.begin_step(self._step + 1)
+        if self._capture is not None:
+            self._capture.wanted = self._statistics.active
 
     def _sampled(self, x: Tensor) -> Tensor:
         x = x.detach()
         return x[: self.sample] if self.sample is not None and x.dim() > 0 else x
 
     def _on_forward(self, name: str, module: nn.Module, output: Tensor) -> None:
+        if torch.compiler.is_compiling():
+            return  # nothing inside a compiled graph: see babysit.train.compiled
         if not torch.is_grad_enabled() or not output.is_floating_point():
             return  # evaluation passes are not part of the training step
         self._forwards += 1
@@ -301,6 +316,8 @@ class Monitor(Callback):
             output.register_hook(partial(self._on_gradient, i))
 
     def _on_gradient(self, i: int, grad: Tensor) -> None:
+        if torch.compiler.is_compiling():
+            return
         wanting = [q for q in self._layer_quantities if q.watches(i)]
         part = self._sampled(grad)
         if part.numel() == 0 or not wanting:
@@ -460,6 +477,8 @@ class Monitor(Callback):
         loss = _scalar(loss, "loss", self.model)
         for key, value in metrics.items():
             _check_metric(key, value)
+        if self._capture is not None and self._statistics.active:
+            self._capture.rerun()  # a compiled model's probe, outside its graph
         self._step += 1
         layout: list[tuple[int, Any, int]] = []
         tensors: list[Tensor] = []
