@@ -22,9 +22,15 @@ __all__ = ["SampleCapture", "unwrap_compiled"]
 
 
 def unwrap_compiled(model: nn.Module) -> tuple[nn.Module, nn.Module | None]:
-    """(the module to watch, the compiled wrapper or None)."""
+    """(the module to watch, the compiled wrapper or None). A DistributedDataParallel (or
+    DataParallel) wrapper is looked through too: its `.module` is the model."""
+    if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+        inner, wrapper = unwrap_compiled(model.module)
+        return inner, wrapper
     inner = getattr(model, "_orig_mod", None)
     if isinstance(inner, nn.Module) and type(model).__name__ == "OptimizedModule":
+        if isinstance(inner, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            inner = inner.module
         return inner, model
     return model, None
 

@@ -423,8 +423,11 @@ class Monitor(Callback):
         from babysit.checks.training_run import check_training_run
         from babysit.report.report import Report
 
+        rank, ranks = _rank_and_size()
         info = {
             "kind": "training_run",
+            "ranks": ranks,
+            "rank": rank,
             "steps": self._step,
             "optimizer": self.optimizer is not None,
             "optimizer_steps": self.optimizer_steps,
@@ -438,8 +441,13 @@ class Monitor(Callback):
         return Report(findings, {"training_run": measured}, info)
 
     def save_jsonl(self, path: str | os.PathLike) -> Path:
-        """Write the history as JSON Lines, atomically (a crash never leaves half a file)."""
-        return save_history(path, self.history)
+        """Write the history as JSON Lines, atomically (a crash never leaves half a file).
+        Under torch.distributed only rank 0 writes (one history per run); other ranks
+        return the path without writing."""
+        records = self.history
+        if _rank_and_size()[0] != 0:
+            return Path(path)
+        return save_history(path, records)
 
     # -- as a callback of babysit.train.fit ---------------------------------------------------
 
@@ -527,6 +535,14 @@ class Monitor(Callback):
         if self._writer is not None:
             self._writer.write(record)
         return record
+
+
+def _rank_and_size() -> tuple[int, int]:
+    """(this process's rank, the number of ranks) under torch.distributed, else (0, 1)."""
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        return distributed.get_rank(), distributed.get_world_size()
+    return 0, 1
 
 
 def _scalar(value: Tensor | float, what: str, model: nn.Module) -> Tensor:
