@@ -69,7 +69,14 @@ from babysit.train.divergence import LOSS_ABORT_FACTOR
 from babysit.train.guards import ExplosionGuard, NonFiniteGuard
 from babysit.train.loop_facts import LoopFacts
 from babysit.train.quantities import LayerStatistics, Loss, Quantity, UpdateRatios, serial
-from babysit.train.records import RESERVED, gap, host, load_history, save_history
+from babysit.train.records import (
+    RESERVED,
+    first_layer_filters,
+    gap,
+    host,
+    load_history,
+    save_history,
+)
 
 __all__ = [
     "DEFAULT_EVERY",
@@ -421,7 +428,7 @@ class Monitor(Callback):
         findings with code, severity, evidence and fix (`babysit.checks.training_run`);
         `meta` adds to the report's meta (e.g. ranks)."""
         from babysit.checks.training_run import check_training_run
-        from babysit.report.report import Report
+        from babysit.report.training_run import RunReport
 
         rank, ranks = _rank_and_size()
         info = {
@@ -438,7 +445,10 @@ class Monitor(Callback):
         problem = self._unseen_steps()
         if problem is not None and self._step == 0:
             findings[0] = dataclasses.replace(findings[0], message=problem)
-        return Report(findings, {"training_run": measured}, info)
+        first = first_layer_filters(self.model)
+        if first is not None:
+            measured["first_layer"] = first
+        return RunReport(findings, {"training_run": measured}, info, self.history)
 
     def save_jsonl(self, path: str | os.PathLike) -> Path:
         """Write the history as JSON Lines, atomically (a crash never leaves half a file).

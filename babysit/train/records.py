@@ -14,17 +14,18 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from babysit._io import write_atomic
 from babysit.errors import DataError
 from babysit.probes import LayerStats
 
-__all__ = ["LAYER_FIELDS", "RESERVED", "load_history", "save_history"]
+__all__ = ["LAYER_FIELDS", "RESERVED", "first_layer_filters", "load_history", "save_history"]
 
 # Keys the Monitor sets itself; `log` refuses them.
 RESERVED = frozenset({"step", "loss", "layers", "update_ratios", "loop", "alerts", "gap"})
 LAYER_FIELDS = tuple(f.name for f in fields(LayerStats))
+FIRST_LAYER_FILTERS = 32  # filters kept for the report's first-layer figure
 
 
 def save_history(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> Path:
@@ -73,3 +74,30 @@ def gap(record: dict[str, Any]) -> float | None:
     """train_accuracy - val_accuracy of a record that holds both (None if either is)."""
     train, val = record["train_accuracy"], record["val_accuracy"]
     return None if train is None or val is None else train - val
+
+
+def first_layer_filters(model: nn.Module) -> dict[str, Any] | None:
+    """The first weight layer's filters as nested lists (out, channels, height, width), for
+    drawing as images: a Conv2d over 1 or 3 channels, or a Linear over a square image
+    (k*k or 3*k*k inputs); None otherwise."""
+    layer = next((m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)), None)
+    if layer is None:
+        return None
+    weight = layer.weight.detach().float().cpu()
+    if isinstance(layer, nn.Conv2d):
+        if weight.shape[1] not in (1, 3):
+            return None
+        filters = weight
+    else:
+        inputs = weight.shape[1]
+        channels = 3 if inputs % 3 == 0 and _square(inputs // 3) else 1
+        side = _square(inputs // channels)
+        if side is None:
+            return None
+        filters = weight.reshape(-1, channels, side, side)
+    return {"kind": type(layer).__name__, "filters": filters[:FIRST_LAYER_FILTERS].tolist()}
+
+
+def _square(n: int) -> int | None:
+    side = math.isqrt(n)
+    return side if side * side == n and side > 1 else None

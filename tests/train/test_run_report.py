@@ -259,3 +259,23 @@ def test_babysit_report_on_a_broken_history_is_a_one_line_error(tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("babysit: error:") and "history.jsonl:2 is not a JSON line" in err
     assert len(err.splitlines()) == 1
+
+
+def test_the_run_report_html_draws_the_lectures_figures(digits, tmp_path):
+    from babysit.cli import main
+
+    mon = run_loop(digits, epochs=2)
+    page = mon.report().save(tmp_path).read_text()
+    figures = ["run_loss", "run_accuracy", "run_update_ratios", "run_histograms", "run_filters"]
+    for name in figures:
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    assert page.count("data:image/png;base64,") == len(figures)
+    first = json.loads((tmp_path / "report.json").read_text())["measurements"]["training_run"]
+    weight = mon.model[1].weight.detach()
+    assert first["first_layer"]["filters"][0][0] == weight[0].reshape(8, 8).tolist()
+    # `babysit report` re-reads the history and keeps the filters of the saved report
+    mon.save_jsonl(tmp_path / "history.jsonl")
+    for name in figures:
+        (tmp_path / f"{name}.png").unlink()
+    assert main(["report", str(tmp_path)]) == 0
+    assert all((tmp_path / f"{name}.png").is_file() for name in figures)
