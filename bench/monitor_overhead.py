@@ -3,6 +3,7 @@
     python bench/monitor_overhead.py              # 14 blocks of 6 steps per model, ~5 min here
     python bench/monitor_overhead.py --threads 1  # CPU time without thread contention
     python bench/monitor_overhead.py --quick      # a smoke run: a few tiny blocks
+    python bench/monitor_overhead.py --no-compile # without the torch.compile pair
 
 Four identical models and optimizers train in one process on the same synthetic
 CIFAR-shaped batches: A plain, A' plain too (a control), B under a Monitor at its defaults,
@@ -15,8 +16,10 @@ not). A' / A is the noise floor of the run: a ratio within it of 1 is no measura
 The Monitors run with all probes on: histograms, dead and saturated fractions, gradient
 statistics, update ratios and the non-finite guard. Prints `overhead_ratio=<B/A>` (the
 target is <= 1.05 on a 2-core CPU), the every=1 ratio, the control ratio, the same ratios
-in process CPU time, the plain step time and the shapes. Timings belong here, never in unit
-tests. Exits 0.
+in process CPU time, the plain step time and the shapes. With torch.compile (on by default,
+off in --quick), two more models alternate with them: D compiled, E compiled under a
+Monitor at its defaults, and it prints `compile_ratio=<E/D>` (target <= 1.10; the Monitor's
+probes run outside the compiled graph). Timings belong here, never in unit tests. Exits 0.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from babysit.nn import cnn  # noqa: E402
 from babysit.train import Monitor  # noqa: E402
 
-TARGET_RATIO = 1.05  # issue 3: the default Monitor, all probes on, within 5% of a plain step
+TARGET_RATIO = 1.05  # the default Monitor, all probes on, within 5% of a plain step
+COMPILE_TARGET_RATIO = 1.10  # a compiled model under the Monitor vs the compiled model alone
 CHANNELS = (32, 64, 64)  # BENCHMARKS.md's reference CNN
 CLASSES = 10
 LR, MOMENTUM = 0.01, 0.9
@@ -57,15 +61,18 @@ def _batches(batch: int, image: int, seed: int) -> list[tuple[torch.Tensor, torc
 class Runner:
     """One model, its optimizer and (maybe) a Monitor; `block(n)` times n training steps."""
 
-    def __init__(self, model: nn.Module, data, device: torch.device, monitor_kwargs=None):
+    def __init__(
+        self, model: nn.Module, data, device: torch.device, monitor_kwargs=None, compile=False
+    ):
         self.model = model.to(device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.forward = torch.compile(self.model) if compile else self.model
         self.data = [(x.to(device), y.to(device)) for x, y in data]
         self.device = device
         self.monitor = (
             None
             if monitor_kwargs is None
-            else Monitor(self.model, self.optimizer, **monitor_kwargs)
+            else Monitor(self.forward, self.optimizer, **monitor_kwargs)
         )
         if self.monitor is not None:
             self.monitor.attach()
@@ -83,7 +90,7 @@ class Runner:
         for _ in range(steps):
             x, y = self.data[self.cursor % len(self.data)]
             self.cursor += 1
-            loss = nn.functional.cross_entropy(self.model(x), y)
+            loss = nn.functional.cross_entropy(self.forward(x), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -108,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time a torch.compile'd pair (default: on, off with --quick)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
     )
     args = parser.parse_args(argv)
@@ -127,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         "default": Runner(copy.deepcopy(base), data, device, {}),
         "every1": Runner(copy.deepcopy(base), data, device, {"every": 1}),
     }
+    compiled = args.compile if args.compile is not None else not args.quick
+    if compiled:
+        runners["compiled"] = Runner(copy.deepcopy(base), data, device, compile=True)
+        runners["compiled_monitor"] = Runner(copy.deepcopy(base), data, device, {}, compile=True)
     print(
         f"model: cnn {'/'.join(map(str, CHANNELS))} channels, ReLU, "
         f"{sum(p.numel() for p in base.parameters()):,} parameters; "
@@ -140,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     order = list(runners.values())
     for runner in order:
+        runner.block(args.steps, record=False)  # for a compiled model: compiles it
         runner.block(args.steps, record=False)
     for round_ in range(args.blocks):
         shift = round_ % len(order)
@@ -159,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         "(every=1: all probes on every step)"
     )
     print(f"control_ratio={wall['control'] / wall['plain']:.3f}  (plain vs plain: the noise)")
+    if compiled:
+        print(
+            f"compile_ratio={wall['compiled_monitor'] / wall['compiled']:.3f}  "
+            f"(torch.compile'd model under the Monitor vs compiled alone, target <= "
+            f"{COMPILE_TARGET_RATIO}; compiled step {1e3 * wall['compiled'] / args.steps:.1f} ms)"
+        )
     # CPU time of the process: less sensitive than wall time to other processes on a shared
     # machine, but it counts the spin-waits of idle torch threads, so it is fairest with
     # --threads 1.

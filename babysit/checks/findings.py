@@ -40,6 +40,11 @@ CODES: dict[str, str] = {
     "OVERFITTING": "large gap between training and validation accuracy",
     "UNDERFITTING": "both training and validation accuracy low",
     "NAN_LOSS": "the loss became NaN or inf during training",
+    "LOSS_EXPLODED": "the loss went above 3x its first value during training",
+    "LOSS_NOISY": "the loss curve is dominated by step-to-step noise (batch too small)",
+    "GRAD_ACCUMULATING": "gradients are never zeroed between optimizer steps",
+    "PARAMS_NOT_UPDATED": "trainable parameters that never change during training",
+    "EVAL_MODE_TRAINING": "optimizer steps while the model's dropout/BatchNorm are in eval mode",
     "CHECK_FAILED": "a check could not run (the message says why); the other checks still ran",
     "CHECK_SKIPPED": "a check was skipped because an earlier error makes it meaningless",
 }

@@ -21,7 +21,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from babysit.errors import ConfigError
-from babysit.train.callbacks import LOSS_ABORT_FACTOR
+from babysit.train.divergence import LOSS_ABORT_FACTOR, divergence_reason
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -58,12 +58,8 @@ class LossRatioPruner(BasePruner):
         self.wrapped = wrapped
 
     def check(self, first: float, loss: float) -> str | None:
-        """The reason to give up, or None: `loss` is NaN/inf or above factor x `first`."""
-        if not math.isfinite(loss):
-            return f"loss became {loss}"
-        if loss > self.factor * first:
-            return f"loss {loss:.4g} exceeded {self.factor:g}x the initial loss {first:.4g}"
-        return None
+        """The reason to give up, or None: the divergence rule of babysit.train.divergence."""
+        return divergence_reason(loss, first, self.factor)
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         values = trial.intermediate_values

@@ -1,23 +1,66 @@
-"""Callbacks for the training loop: a tiny base class and the lecture's loss abort.
+"""Callbacks for the training loop: a tiny base class, what it sees, and the lecture's abort.
 
 In the manner of Lightning's callbacks: a base with a few well-named methods, one behaviour
-per class. A callback stops training with `state.stop(reason)`.
+per class. A callback sees a `TrainState` and stops training with `state.stop(reason)`;
+`fit` returns the `History`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-if TYPE_CHECKING:  # pragma: no cover
-    from babysit.train.loop import TrainState
+from babysit.train.divergence import LOSS_ABORT_FACTOR, diverged, divergence_reason
 
-# CS231n notes, "Neural Networks Part 3": "if the cost is ever > 3 * original cost, break
-# out early" during hyperparameter search.
-LOSS_ABORT_FACTOR = 3.0
+__all__ = ["LOSS_ABORT_FACTOR", "Callback", "History", "LossAbort", "TrainState"]
+
+
+@dataclass
+class History:
+    """What one `fit` produced: per-step losses and per-epoch metrics, as host numbers."""
+
+    step_loss: list[float] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_reason is not None
+
+    def last(self, key: str) -> float | None:
+        for record in reversed(self.epochs):
+            if key in record:
+                return record[key]
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step_loss": self.step_loss, "epochs": self.epochs, "stop_reason": self.stop_reason}
+
+
+@dataclass
+class TrainState:
+    """What callbacks see: the model, the optimizer, counters and the history so far."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    device: torch.device
+    history: History
+    epoch: int = 0
+    step: int = 0
+    should_stop: bool = False
+    batch: tuple[Tensor, Tensor] | None = None
+
+    def stop(self, reason: str) -> None:
+        """Ask the loop to stop after this step; the first reason given is kept."""
+        if not self.should_stop:
+            self.should_stop = True
+            self.history.stop_reason = reason
 
 
 class Callback:
@@ -37,7 +80,8 @@ class Callback:
 
 
 class LossAbort(Callback):
-    """Stop when the loss is NaN/inf or exceeds `factor` x the first step's loss.
+    """Stop when the loss diverges (`babysit.train.divergence`: NaN/inf, or above `factor` x
+    the first step's loss).
 
     The comparison happens on the device; its result is read back every `check_every` steps
     (1 by default: a diverging run then costs only the steps it took to diverge; larger
@@ -63,23 +107,17 @@ class LossAbort(Callback):
         if self.initial_loss is None:
             self.initial_loss = loss.clone()
             self._tripped = torch.zeros((), dtype=torch.bool, device=loss.device)
-        self._tripped |= ~torch.isfinite(loss) | (loss > self.factor * self.initial_loss)
+        self._tripped |= diverged(loss, self.initial_loss, self.factor)
         self._window.append(loss)
         if state.step % self.check_every and not state.should_stop:
             return
         window, self._window = self._window, []
         if not bool(self._tripped):
             return
-        losses = torch.stack(window).tolist()
         first = float(self.initial_loss)
-        index = next(
-            i for i, v in enumerate(losses) if not math.isfinite(v) or v > self.factor * first
-        )
-        step, value = state.step - len(losses) + 1 + index, losses[index]
-        if not math.isfinite(value):
-            state.stop(f"loss became {value} at step {step}")
-        else:
-            state.stop(
-                f"loss {value:.4g} exceeded {self.factor:g}x the initial loss {first:.4g} "
-                f"at step {step}"
-            )
+        first = first if math.isfinite(first) else None
+        for index, value in enumerate(torch.stack(window).tolist()):
+            reason = divergence_reason(value, first, self.factor)
+            if reason is not None:
+                state.stop(f"{reason} at step {state.step - len(window) + 1 + index}")
+                return

@@ -9,120 +9,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from babysit.errors import UsageError
-from babysit.train.callbacks import Callback
+from babysit.train.callbacks import Callback, History, TrainState
+from babysit.train.optimizers import DEFAULT_MOMENTUM, make_optimizer
 
-__all__ = [
-    "OPTIMIZERS",
-    "History",
-    "TrainState",
-    "accuracy",
-    "default_device",
-    "evaluate",
-    "fit",
-    "make_optimizer",
-]
-
-# SGD momentum for "momentum" and "nesterov": the usual 0.9 (CS231n notes, Part 3).
-DEFAULT_MOMENTUM = 0.9
-
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+__all__ = ["correct_count", "default_device", "evaluate", "fit"]
 
 
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def make_optimizer(
-    name: str,
-    params,
-    lr: float,
-    weight_decay: float = 0.0,
-    momentum: float = DEFAULT_MOMENTUM,
-) -> torch.optim.Optimizer:
-    """An optimizer by name: sgd, momentum, nesterov, adam, adamw or rmsprop."""
-    if not (lr > 0 and math.isfinite(lr)):
-        raise UsageError(f"learning rate must be a positive number, got {lr!r}")
-    if weight_decay < 0:
-        raise UsageError(f"weight decay must be >= 0, got {weight_decay!r}")
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    if name == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "nesterov":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay
-        )
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay)
-    raise UsageError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
-
-
-def accuracy(logits: Tensor, y: Tensor) -> Tensor | None:
+def correct_count(logits: Tensor, y: Tensor) -> Tensor | None:
     """Number of correct predictions as a device tensor, or None when y are not class labels.
 
     Integer class labels are read with argmax over the logits, or with logit > 0 for a single
     output and 0/1 labels. Float targets (regression, soft labels) have no accuracy.
+    (`babysit.checks.task.accuracy` is the fraction, with one-hot targets too.)
     """
     if y.is_floating_point() or y.is_complex() or logits.dim() != 2 or y.dim() != 1:
         return None
     if logits.shape[1] > 1:
         return (logits.argmax(dim=1) == y).sum()
     return ((logits[:, 0] > 0).long() == y).sum()
-
-
-@dataclass
-class History:
-    """What one `fit` produced: per-step losses and per-epoch metrics, as host numbers."""
-
-    step_loss: list[float] = field(default_factory=list)
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    stop_reason: str | None = None
-
-    @property
-    def stopped(self) -> bool:
-        return self.stop_reason is not None
-
-    def last(self, key: str) -> float | None:
-        for record in reversed(self.epochs):
-            if key in record:
-                return record[key]
-        return None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"step_loss": self.step_loss, "epochs": self.epochs, "stop_reason": self.stop_reason}
-
-
-@dataclass
-class TrainState:
-    """What callbacks see: the model, the optimizer, counters and the history so far."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    loss_fn: Callable[[Tensor, Tensor], Tensor]
-    device: torch.device
-    history: History
-    epoch: int = 0
-    step: int = 0
-    should_stop: bool = False
-    batch: tuple[Tensor, Tensor] | None = None
-
-    def stop(self, reason: str) -> None:
-        """Ask the loop to stop after this step; the first reason given is kept."""
-        if not self.should_stop:
-            self.should_stop = True
-            self.history.stop_reason = reason
 
 
 def _batches(
@@ -183,7 +97,7 @@ def evaluate(
         for xb, yb in _batches(data, batch_size, False, torch.Generator(), device)():
             logits = model(xb)
             total_loss += loss_fn(logits, yb).double() * len(xb)
-            hits = accuracy(logits, yb)
+            hits = correct_count(logits, yb)
             has_accuracy = has_accuracy and hits is not None
             if hits is not None:
                 correct += hits
@@ -264,7 +178,7 @@ def fit(
             state.step += 1
             detached = loss.detach()
             losses.append(detached)
-            hits = accuracy(logits.detach(), yb)
+            hits = correct_count(logits.detach(), yb)
             has_accuracy = has_accuracy and hits is not None
             if hits is not None:
                 correct += hits

@@ -14,6 +14,10 @@ whose outputs (or gradients) first became non-finite, and a loss above `abort_fa
 first step's loss is flagged (CS231n notes, Part 3: "if the cost is ever > 3 * original
 cost, break out early"). It measures; judging the numbers is left to `babysit.checks`.
 
+The Monitor is built from quantities (`babysit.train.quantities`: loss, layer statistics,
+update ratios; `babysit.train.guards`: the non-finite and explosion guards), each scheduled
+and read back the same way; the records and their JSON Lines live in `babysit.train.records`.
+
 Cost: the loss, the min/max of the outputs and gradients of the non-activation layers
 (for the non-finite guard) and the probe statistics stay on the device; they are read back
 once every `read_every` steps (default: `every`), so there is no host sync per step.
@@ -43,12 +47,12 @@ History records, one per step, in order (`mon.history`, and one JSON object per 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -56,20 +60,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from babysit._io import write_atomic
-from babysit.errors import DataError, UsageError
+from babysit.errors import UsageError
 from babysit.nn.activations import activation_info
-from babysit.probes import (
-    HISTOGRAM_BINS,
-    Hooks,
-    LayerStats,
-    dead_fraction,
-    histogram_between,
-    saturated_fraction,
-    select_layers,
-    update_ratios,
+from babysit.probes import HISTOGRAM_BINS, Hooks, select_layers
+from babysit.train.callbacks import Callback
+from babysit.train.compiled import SampleCapture, unwrap_compiled
+from babysit.train.divergence import LOSS_ABORT_FACTOR
+from babysit.train.guards import ExplosionGuard, NonFiniteGuard
+from babysit.train.loop_facts import LoopFacts
+from babysit.train.quantities import LayerStatistics, Loss, Quantity, UpdateRatios, serial
+from babysit.train.records import (
+    RESERVED,
+    first_layer_filters,
+    gap,
+    host,
+    load_history,
+    save_history,
 )
-from babysit.train.callbacks import LOSS_ABORT_FACTOR, Callback
 
 __all__ = [
     "DEFAULT_EVERY",
@@ -81,22 +88,14 @@ __all__ = [
 
 # Probe cadence. Measured with bench/monitor_overhead.py --threads 1 (3-conv CNN, batch 128,
 # CPU time, so that the loaded shared machine does not blur it): all probes every step cost
-# 4-8% of a step, at the edge of the issue's 5% budget; every 10th step costs ~1% (the
-# per-step guard plus a tenth of the probes) and still gives 100 probe points per 1,000
-# steps, enough to plot a trend.
+# 4-8% of a step, at the edge of a 5% budget; every 10th step costs ~1% (the per-step guard
+# plus a tenth of the probes) and still gives 100 probe points per 1,000 steps, enough to
+# plot a trend.
 DEFAULT_EVERY = 10
-# Examples per batch the statistics are taken on. BENCHMARKS.md: hooks taking mean, std,
+# Examples per batch the statistics are taken on. Measured: hooks taking mean, std,
 # histogram and dead fraction at every ReLU cost ~1.5x a step on the whole batch of 128,
 # ~1.08x on 16 of them; 16 images x 32 x 32 positions still give a smooth histogram.
 DEFAULT_SAMPLE = 16
-
-# Histograms are taken on at most this many values of the sample, in whole examples (2 of
-# a 32-channel 32x32 conv output): a bin holding 1/50 of them still has ~1,300 counts, a
-# sampling error of ~3%, and the bins of the first conv layer cost 8x less than on 16 images.
-HISTOGRAM_VALUES = 1 << 16
-
-_RESERVED = frozenset({"step", "loss", "layers", "update_ratios", "alerts", "gap"})
-_LAYER_FIELDS = tuple(f.name for f in fields(LayerStats))
 
 
 class TrainingStopped(RuntimeError):
@@ -110,13 +109,14 @@ class TrainingStopped(RuntimeError):
 
 @dataclass
 class _Pending:
-    """A finished step whose numbers are still on the device."""
+    """A finished step whose numbers are still on the device: every quantity's tensors,
+    packed into one flat tensor, and where each lies in it."""
 
     step: int
-    loss: Tensor
-    extremes: Tensor | None  # min/max of each guarded layer's output, then of its gradient
+    layout: list[tuple[int, Any, int]]  # (quantity index, key, size)
+    packed: Tensor
     metrics: dict[str, Any]
-    probe: tuple[list[tuple[Any, int]], Tensor] | None  # (keys and sizes, packed values)
+    host: list[tuple[int, Any, Any]]  # (quantity index, key, value): numbers already on the host
 
 
 class Monitor(Callback):
@@ -163,7 +163,10 @@ class Monitor(Callback):
         self.bins = _positive_int(bins, "bins")
         if not (isinstance(abort_factor, int | float) and abort_factor > 1):
             raise UsageError(f"abort_factor must be a number > 1, got {abort_factor!r}")
+        # A torch.compile'd model: watch the module inside, probe it outside the graph.
+        model, wrapper = unwrap_compiled(model)
         self.model = model
+        self._capture = None if wrapper is None else SampleCapture(wrapper, model, self.sample)
         self.histograms = histograms
         self.abort_factor = float(abort_factor)
         self.stop_on_abort = stop_on_abort
@@ -178,32 +181,41 @@ class Monitor(Callback):
             raise UsageError(str(e)) from None
         self._names = [name for name, _ in self.layers]
         self._index = {name: i for i, name in enumerate(self._names)}
-        self._infos = [activation_info(m) for _, m in self.layers]
-        # The non-finite guard checks, every step, the layers that can turn finite values
-        # into NaN/inf. A recognised activation cannot (its function and its derivative are
-        # finite on finite inputs), so it is checked only on probe steps; this halves the
-        # per-step work on a usual Linear/Conv -> activation net without losing precision.
-        guarded = [i for i, info in enumerate(self._infos) if info is None]
-        self._guarded = guarded if guarded else list(range(len(self.layers)))
-        self._is_guarded = [i in self._guarded for i in range(len(self.layers))]
+        infos = [activation_info(m) for _, m in self.layers]
+        guarded = [i for i, info in enumerate(infos) if info is None]
+        self._statistics = LayerStatistics(self.layers, infos, self.every, histograms, self.bins)
+        self._ratios = UpdateRatios(self.every)
+        self._loop = LoopFacts(model, self.layers, self.every)
+        self._nonfinite = NonFiniteGuard(
+            self._names,
+            guarded if guarded else list(range(len(self.layers))),
+            self.sample,
+            compiled=wrapper is not None,
+        )
+        # Read back in this order: the guards read the loss and add their alerts last.
+        self.quantities: list[Quantity] = [
+            Loss(),
+            self._statistics,
+            self._ratios,
+            self._loop,
+            self._nonfinite,
+            ExplosionGuard(self.abort_factor),
+        ]
+        self._layer_quantities = [self._statistics, self._nonfinite, self._loop]
 
         self.alerts: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self._records: list[dict[str, Any]] = []
         self._pending: list[_Pending] = []
         self._step = 0
-        self._initial_loss: float | None = None
-        self._onset: tuple[int, str, str] | None = None
-        self._guards_tripped: set[str] = set()
         self._raised = False
+        self._forwards = 0  # training forward passes seen through a watched layer
         self._hooks: Hooks | None = None
         self._optimizer_handles: list = []
         self._attached_by_fit = False
         self._writer = None
-        self._zero: Tensor | None = None
-        self._reset_step()
+        self._begin_step()
         self.optimizer: torch.optim.Optimizer | None = None
-        self._params: list[tuple[str, nn.Parameter]] = []
         if optimizer is not None:
             self._set_optimizer(optimizer)
 
@@ -222,18 +234,26 @@ class Monitor(Callback):
 
             self._writer = TensorBoardLog(self.log_dir)
         self._hooks = Hooks(self.layers, forward=self._on_forward)
+        if self._capture is not None:
+            self._capture.attach()
         self._hook_optimizer()
         return self
 
     def detach(self) -> None:
-        """Read back what is pending, remove every hook and close the TensorBoard files."""
+        """Read back what is pending, remove every hook and close the TensorBoard files.
+        Warns when the Monitor saw training but no step, or an optimizer that never stepped."""
         try:
             if self._hooks is not None:
                 self.flush()
+                problem = self._unseen_steps()
+                if problem is not None:
+                    warnings.warn(f"babysit Monitor: {problem}", RuntimeWarning, stacklevel=3)
         finally:
             if self._hooks is not None:
                 self._hooks.remove()
                 self._hooks = None
+            if self._capture is not None:
+                self._capture.remove()
             self._unhook_optimizer()
             if self._writer is not None:
                 self._writer.close()
@@ -255,7 +275,8 @@ class Monitor(Callback):
                 "that trains this model"
             )
         self._unhook_optimizer()
-        self.optimizer, self._params = optimizer, params
+        self.optimizer, self._ratios.params = optimizer, params
+        self._loop.set_optimizer(optimizer, owned)
         if self.attached:
             self._hook_optimizer()
 
@@ -273,101 +294,55 @@ class Monitor(Callback):
 
     # -- during a step: hooks (everything stays on the device) --------------------------------
 
-    def _reset_step(self) -> None:
-        self._output_extremes: dict[int, tuple[Tensor, Tensor]] = {}
-        self._grad_extremes: dict[int, tuple[Tensor, Tensor]] = {}
-        self._probe: dict[Any, Tensor] = {}
-        self._before: list[Tensor] | None = None
-        self._updated = False
-
-    @property
-    def _probing(self) -> bool:
-        """Whether the step in progress (number self._step + 1) is a probe step."""
-        return self._step % self.every == 0
+    def _begin_step(self) -> None:
+        for quantity in self.quantities:
+            quantity.begin_step(self._step + 1)
+        if self._capture is not None:
+            self._capture.wanted = self._statistics.active
 
     def _sampled(self, x: Tensor) -> Tensor:
         x = x.detach()
         return x[: self.sample] if self.sample is not None and x.dim() > 0 else x
 
     def _on_forward(self, name: str, module: nn.Module, output: Tensor) -> None:
+        if torch.compiler.is_compiling():
+            return  # nothing inside a compiled graph: see babysit.train.compiled
         if not torch.is_grad_enabled() or not output.is_floating_point():
             return  # evaluation passes are not part of the training step
+        self._forwards += 1
         i = self._index[name]
-        probing, guarded = self._probing, self._is_guarded[i]
+        wanting = [q for q in self._layer_quantities if q.watches(i)]
         part = self._sampled(output)
-        if part.numel() == 0 or not (probing or guarded):
+        if part.numel() == 0 or not wanting:
             return
-        with _serial(part):
+        with serial(part):
             low, high = torch.aminmax(part)  # NaN propagates through both: the finite check
-            if guarded:
-                _merge_extremes(self._output_extremes, i, low, high)
-            if probing and (i, "moments") not in self._probe:
-                self._probe_layer(i, module, output, part, low, high)
+            for quantity in wanting:
+                quantity.on_output(i, module, output, part, low, high)
         if output.requires_grad:
             output.register_hook(partial(self._on_gradient, i))
 
     def _on_gradient(self, i: int, grad: Tensor) -> None:
-        part = self._sampled(grad)
-        if part.numel() == 0:
+        if torch.compiler.is_compiling():
             return
-        with _serial(part):
+        wanting = [q for q in self._layer_quantities if q.watches(i)]
+        part = self._sampled(grad)
+        if part.numel() == 0 or not wanting:
+            return
+        with serial(part):
             low, high = torch.aminmax(part)
-            if self._is_guarded[i]:
-                _merge_extremes(self._grad_extremes, i, low, high)
-            if self._probing and (i, "grad_extremes") not in self._probe:
-                self._probe[i, "grad_extremes"] = torch.stack([low, high])
-                self._probe[i, "grad_std"] = _mean_std(part.float())[1]
-
-    def _probe_layer(
-        self, i: int, module: nn.Module, output: Tensor, part: Tensor, low: Tensor, high: Tensor
-    ) -> None:
-        """Statistics of one layer's output on a probe step. Plain (not NaN-aware) moments
-        are enough: the extremes tell at read-back whether the sample was finite, and the
-        statistics of a non-finite one are dropped."""
-        info = self._infos[i]
-        x = part.float()
-        mean, std = _mean_std(x)
-        low, high = low.float(), high.float()
-        self._probe[i, "moments"] = torch.stack([mean, std, low, high])
-        if self.histograms:
-            if info is not None and info.name in ("tanh", "sigmoid"):
-                low, high = (x.new_full((), v) for v in info.output_range)  # no H2D copy
-            else:
-                wide = high > low  # a constant layer gets a unit-wide range, as activation_stats
-                low, high = torch.where(wide, low, low - 0.5), torch.where(wide, high, high + 0.5)
-            if x.dim() > 0:
-                x = x[: max(1, HISTOGRAM_VALUES // max(1, x[0].numel()))]
-            self._probe[i, "histogram"] = histogram_between(x, low, high, self.bins)
-            self._probe[i, "histogram_range"] = torch.stack([low, high])
-        if info is not None and info.can_die:
-            self._probe[i, "dead_fraction"] = dead_fraction(output)
-        if info is not None and info.derivative is not None:
-            self._probe[i, "saturated_fraction"] = saturated_fraction(part, info)
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, Tensor) and weight.dim() >= 2 and weight.numel() > 1:
-            self._probe[i, "weight_std"] = weight.detach().float().std()
-
-    def _probe_weight_grads(self) -> None:
-        for i, (_, module) in enumerate(self.layers):
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, Tensor) and weight.dim() >= 2 and weight.grad is not None:
-                self._probe[i, "weight_grad_norm"] = torch.linalg.vector_norm(weight.grad.float())
+            for quantity in wanting:
+                quantity.on_gradient(i, part, low, high)
 
     def _before_update(self, optimizer, args, kwargs) -> None:
-        if not self._probing or self._before is not None or self._updated:
-            return
-        with _serial(self._params[0][1]):
-            self._probe_weight_grads()
-            self._before = [p.detach().clone() for _, p in self._params]
+        with serial(self._ratios.params[0][1]):
+            for quantity in self.quantities:
+                quantity.before_update()
 
     def _after_update(self, optimizer, args, kwargs) -> None:
-        if self._before is None or self._updated:
-            return
-        before, self._before, self._updated = self._before, None, True
-        with _serial(before[0]):
-            ratios = update_ratios(before, [p.detach() for _, p in self._params])
-            norms = torch.stack([torch.linalg.vector_norm(b.float()) for b in before])
-            self._probe["update_ratios"] = torch.where(norms > 0, ratios, math.nan)
+        with serial(self._ratios.params[0][1]):
+            for quantity in self.quantities:
+                quantity.after_update()
 
     # -- the user's calls ----------------------------------------------------------------------
 
@@ -391,7 +366,7 @@ class Monitor(Callback):
         number) to the latest step's record."""
         if self._step == 0:
             raise UsageError("Monitor.log was called before the first Monitor.step; call it after")
-        reserved = sorted(_RESERVED & set(metrics))
+        reserved = sorted(RESERVED & set(metrics))
         if reserved:
             raise UsageError(
                 f"Monitor.log: {', '.join(reserved)} cannot be logged; it is set by the Monitor"
@@ -402,10 +377,10 @@ class Monitor(Callback):
             self._pending[-1].metrics.update(metrics)
             return
         record = self._records[-1]
-        added = {k: _host(v) for k, v in metrics.items()}
+        added = {k: host(v) for k, v in metrics.items()}
         record.update(added)
         if "train_accuracy" in record and "val_accuracy" in record:
-            added["gap"] = record["gap"] = _gap(record)
+            added["gap"] = record["gap"] = gap(record)
         if self._writer is not None:
             self._writer.write_scalars(record["step"], added)
 
@@ -428,12 +403,61 @@ class Monitor(Callback):
     def steps(self) -> int:
         return self._step
 
+    @property
+    def optimizer_steps(self) -> int:
+        """How many times the watched optimizer's `step()` ran while attached."""
+        return self._ratios.optimizer_steps
+
+    def _unseen_steps(self) -> str | None:
+        """What the Monitor could not see, in words, or None."""
+        if self._step == 0 and self._forwards:
+            return (
+                f"saw {self._forwards} training forward passes but no mon.step(loss), so "
+                "nothing was recorded; call mon.step(loss) after optimizer.step() (with "
+                "Lightning or a Hugging Face Trainer, use babysit.integrations' MonitorCallback)"
+            )
+        if self.optimizer is not None and self._step and self.optimizer_steps == 0:
+            return (
+                f"the optimizer given never stepped in {self._step} steps, so no update "
+                "ratio was measured; pass the optimizer that trains the model"
+            )
+        return None
+
+    def report(self, **meta: Any):
+        """A `babysit.Report` about the run so far (callable mid-run and at the end):
+        findings with code, severity, evidence and fix (`babysit.checks.training_run`);
+        `meta` adds to the report's meta (e.g. ranks)."""
+        from babysit.checks.training_run import check_training_run
+        from babysit.report.training_run import RunReport
+
+        rank, ranks = _rank_and_size()
+        info = {
+            "kind": "training_run",
+            "ranks": ranks,
+            "rank": rank,
+            "steps": self._step,
+            "optimizer": self.optimizer is not None,
+            "optimizer_steps": self.optimizer_steps,
+            "every": self.every,
+            **meta,
+        }
+        findings, measured = check_training_run(self.history, meta=info)
+        problem = self._unseen_steps()
+        if problem is not None and self._step == 0:
+            findings[0] = dataclasses.replace(findings[0], message=problem)
+        first = first_layer_filters(self.model)
+        if first is not None:
+            measured["first_layer"] = first
+        return RunReport(findings, {"training_run": measured}, info, self.history)
+
     def save_jsonl(self, path: str | os.PathLike) -> Path:
-        """Write the history as JSON Lines, atomically (a crash never leaves half a file)."""
+        """Write the history as JSON Lines, atomically (a crash never leaves half a file).
+        Under torch.distributed only rank 0 writes (one history per run); other ranks
+        return the path without writing."""
         records = self.history
-        return write_atomic(
-            Path(path), "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
-        )
+        if _rank_and_size()[0] != 0:
+            return Path(path)
+        return save_history(path, records)
 
     # -- as a callback of babysit.train.fit ---------------------------------------------------
 
@@ -450,7 +474,7 @@ class Monitor(Callback):
             state.stop(self.stop_reason)
 
     def on_epoch_end(self, state, metrics: dict[str, float]) -> None:
-        self.log(**{k: v for k, v in metrics.items() if k not in _RESERVED})
+        self.log(**{k: v for k, v in metrics.items() if k not in RESERVED})
 
     def on_train_end(self, state) -> None:
         self.flush()
@@ -471,261 +495,64 @@ class Monitor(Callback):
         loss = _scalar(loss, "loss", self.model)
         for key, value in metrics.items():
             _check_metric(key, value)
+        if self._capture is not None and self._statistics.active:
+            self._capture.rerun()  # a compiled model's probe, outside its graph
         self._step += 1
-        with _serial(loss):
-            if self._probing_done_step() and self.optimizer is None:
-                self._probe_weight_grads()
-            extremes, probe = self._stack_extremes(loss), self._pack()
-        self._pending.append(_Pending(self._step, loss.detach(), extremes, metrics, probe))
-        self._reset_step()
+        layout: list[tuple[int, Any, int]] = []
+        tensors: list[Tensor] = []
+        on_host: list[tuple[int, Any, Any]] = []
+        with serial(loss):
+            for index, quantity in enumerate(self.quantities):
+                for key, value in quantity.end_step(loss).items():
+                    if isinstance(value, Tensor):
+                        layout.append((index, key, value.numel()))
+                        tensors.append(value.detach().reshape(-1).float())
+                    else:
+                        on_host.append((index, key, value))
+            packed = torch.cat(tensors)
+        self._pending.append(_Pending(self._step, layout, packed, metrics, on_host))
+        self._begin_step()
         if self._step % self.read_every == 0:
             self._read_back()
-
-    def _probing_done_step(self) -> bool:
-        """Whether the step just counted (self._step) was a probe step."""
-        return (self._step - 1) % self.every == 0
-
-    def _stack_extremes(self, loss: Tensor) -> Tensor | None:
-        """[min, max] of each guarded layer's output, then of its gradient (0 if not seen)."""
-        if not self._guarded:
-            return None
-        if self._zero is None or self._zero.device != loss.device:
-            self._zero = torch.zeros((), device=loss.device)
-        pairs = (self._zero, self._zero)
-        values = [
-            v.float()
-            for seen in (self._output_extremes, self._grad_extremes)
-            for i in self._guarded
-            for v in seen.get(i, pairs)
-        ]
-        return torch.stack(values)
-
-    def _pack(self) -> tuple[list[tuple[Any, int]], Tensor] | None:
-        if not self._probe:
-            return None
-        keys = [(key, value.numel()) for key, value in self._probe.items()]
-        values = torch.cat([v.detach().reshape(-1).float() for v in self._probe.values()])
-        return keys, values
 
     def _read_back(self) -> None:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        n = len(self._guarded)
-        losses = torch.stack([p.loss.reshape(()).float() for p in pending])[:, None]
-        if n:
-            losses = torch.cat([losses, torch.stack([p.extremes for p in pending])], dim=1)
-        rows = losses.tolist()  # the one host sync for the window
-        for item, row in zip(pending, rows, strict=True):
-            record: dict[str, Any] = {"step": item.step, "loss": _finite_or_none(row[0])}
-            record.update({k: _host(v) for k, v in item.metrics.items()})
-            if "train_accuracy" in record and "val_accuracy" in record:
-                record["gap"] = _gap(record)
-            extremes = row[1:]
-            bad_output = [not _all_finite(extremes[2 * j : 2 * j + 2]) for j in range(n)]
-            bad_grad = [not _all_finite(extremes[2 * (n + j) : 2 * (n + j) + 2]) for j in range(n)]
-            if item.probe is not None:
-                self._unpack_probe(record, item.probe)
-            self._guard(record, row[0], bad_output, bad_grad)
-            self._records.append(record)
-            if self._writer is not None:
-                self._writer.write(record)
-
-    def _unpack_probe(self, record: dict[str, Any], probe) -> None:
-        keys, packed = probe
-        flat = packed.tolist()
-        values: dict[Any, list[float]] = {}
+        flat = torch.cat([p.packed for p in pending]).tolist()  # the one host sync
         offset = 0
-        for key, size in keys:
-            values[key] = flat[offset : offset + size]
-            offset += size
-        layers = []
-        for i, (name, module) in enumerate(self.layers):
-            if (i, "moments") not in values:
-                continue  # not run on this step
-            info = self._infos[i]
-            moments = values[i, "moments"]
-            nonfinite = not _all_finite(moments[2:])  # min and max carry any NaN/inf
-            layer = dict.fromkeys(_LAYER_FIELDS)
-            layer.update(
-                name=name,
-                kind=type(module).__name__,
-                activation=info.name if info is not None else None,
-                depth=i,
-                nonfinite=nonfinite,
-                histogram=[],
-                grad_nonfinite=not _all_finite(values.get((i, "grad_extremes"), [])),
-            )
-            if not nonfinite:  # the statistics of a sample holding NaN/inf mean nothing
-                mean, std, low, high = (_finite_or_none(v) for v in moments)
-                layer.update(mean=mean, std=std, min=low, max=high)
-                if (i, "histogram") in values:
-                    layer["histogram"] = [int(c) for c in values[i, "histogram"]]
-                    layer["histogram_range"] = values[i, "histogram_range"]
-            for key in (
-                "dead_fraction",
-                "saturated_fraction",
-                "grad_std",
-                "weight_std",
-                "weight_grad_norm",
-            ):
-                if (i, key) in values:
-                    layer[key] = _finite_or_none(values[i, key][0])
-            layers.append(layer)
-        record["layers"] = layers
-        if "update_ratios" in values:
-            record["update_ratios"] = {
-                name: _finite_or_none(v)
-                for (name, _), v in zip(self._params, values["update_ratios"], strict=True)
-            }
+        for item in pending:
+            values: list[dict[Any, list[float]]] = [{} for _ in self.quantities]
+            for index, key, size in item.layout:
+                values[index][key] = flat[offset : offset + size]
+                offset += size
+            for index, key, value in item.host:
+                values[index][key] = value
+            self._records.append(self._record(item, values))
 
-    def _guard(self, record, loss: float, bad_output: list[bool], bad_grad: list[bool]) -> None:
-        step = record["step"]
-        # The run of consecutive steps with a non-finite layer value: its first step is where
-        # the trouble started (a NaN gradient at step k makes every output NaN from step k+1).
-        first_output = next((j for j, bad in enumerate(bad_output) if bad), None)
-        # Backward runs from the loss towards the input: the first gradient to go non-finite
-        # is the deepest one.
-        last_grad = next((j for j in reversed(range(len(bad_grad))) if bad_grad[j]), None)
-        if first_output is not None:
-            now = (step, self._names[self._guarded[first_output]], "output")
-        elif last_grad is not None:
-            now = (step, self._names[self._guarded[last_grad]], "gradient")
-        else:
-            now = None
-        self._onset = None if now is None else (self._onset or now)
-
-        if step == 1 and math.isfinite(loss):
-            self._initial_loss = loss
-        if not math.isfinite(loss):
-            if "nonfinite_loss" not in self._guards_tripped:
-                self._alert(record, "nonfinite_loss", **self._nonfinite_alert(step, loss))
-        elif (
-            "loss_exploded" not in self._guards_tripped
-            and self._initial_loss is not None
-            and self._initial_loss > 0
-            and loss > self.abort_factor * self._initial_loss
-        ):
-            self._alert(
-                record,
-                "loss_exploded",
-                message=f"loss {loss:.4g} exceeded {self.abort_factor:g}x the initial loss "
-                f"{self._initial_loss:.4g} at step {step}",
-                initial_loss=self._initial_loss,
-                factor=self.abort_factor,
-            )
-
-    def _nonfinite_alert(self, step: int, loss: float) -> dict[str, Any]:
-        head = f"loss became {loss} at step {step}"
-        onset = self._onset
-        if onset is None or (onset[0] == step and onset[2] == "gradient"):
-            # NaN gradients on the same step as a NaN loss flowed back from the loss itself.
-            sampled = "" if self.sample is None else f" on the {self.sample} sampled examples"
-            return dict(
-                message=f"{head}: every monitored layer output was finite{sampled}, so the "
-                "loss function (or an example outside the sample) produced it",
-                layer=None,
-                where="loss",
-                onset_step=step,
-            )
-        onset_step, layer, where = onset
-        what = (
-            f"output of {layer}" if where == "output" else f"gradient w.r.t. the output of {layer}"
-        )
-        return dict(
-            message=f"{head}: the first non-finite value was the {what} at step {onset_step}",
-            layer=layer,
-            where=where,
-            onset_step=onset_step,
-        )
-
-    def _alert(self, record: dict[str, Any], guard: str, **details: Any) -> None:
-        self._guards_tripped.add(guard)
-        alert = {"guard": guard, **details}
-        record.setdefault("alerts", []).append(alert)
-        self.alerts.append(alert)
-        if self.stop_reason is None:
-            self.stop_reason = alert["message"]
+    def _record(self, item: _Pending, values: list[dict[Any, list[float]]]) -> dict[str, Any]:
+        record: dict[str, Any] = {"step": item.step}
+        self.quantities[0].read(record, values[0])  # the loss first, then the metrics
+        record.update({k: host(v) for k, v in item.metrics.items()})
+        if "train_accuracy" in record and "val_accuracy" in record:
+            record["gap"] = gap(record)
+        for quantity, own in zip(self.quantities[1:], values[1:], strict=True):
+            quantity.read(record, own)
+        for alert in record.get("alerts", ()):
+            self.alerts.append(alert)
+            if self.stop_reason is None:
+                self.stop_reason = alert["message"]
+        if self._writer is not None:
+            self._writer.write(record)
+        return record
 
 
-def load_history(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read the records a Monitor saved with `save_jsonl`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"history file {str(path)!r} does not exist")
-    records = []
-    with path.open() as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{number} is not a JSON line ({e.msg})") from None
-            if not isinstance(record, dict) or "step" not in record:
-                raise DataError(f"{path}:{number} is not a Monitor record (no 'step' field)")
-            records.append(record)
-    return records
-
-
-@contextmanager
-def _serial(x: Tensor) -> Iterator[None]:
-    """Run the Monitor's small reductions on one CPU thread. On a shared CPU, a parallel
-    region waits for every torch thread to be scheduled: measured here under load, the 90th
-    percentile of 3 sampled aminmax calls went from 52 ms with 2 threads to 0.46 ms with one.
-    Setting the thread count costs ~0.3 us; the user's own ops keep their threads."""
-    threads = torch.get_num_threads()
-    if x.device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _merge_extremes(
-    seen: dict[int, tuple[Tensor, Tensor]], i: int, low: Tensor, high: Tensor
-) -> None:
-    """Keep a layer's min and max for this step, merged with an earlier pass through it in
-    the same step (gradient accumulation, an optimizer closure)."""
-    previous = seen.get(i)
-    if previous is None:
-        seen[i] = (low, high)
-    else:
-        seen[i] = (torch.minimum(previous[0], low), torch.maximum(previous[1], high))
-
-
-def _mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean and (n - 1) standard deviation in two passes (the mean, then the norm of x minus
-    it): as exact as torch.std_mean and, measured on a 16-image conv output on this 2-core
-    CPU, ~7x faster (0.45 ms vs 3.5 ms)."""
-    mean = x.mean()
-    if x.numel() < 2:
-        return mean, torch.zeros((), device=x.device)
-    return mean, torch.linalg.vector_norm(x - mean) / math.sqrt(x.numel() - 1)
-
-
-def _all_finite(values: Sequence[float]) -> bool:
-    return all(math.isfinite(v) for v in values)
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _host(value: Any) -> Any:
-    if isinstance(value, Tensor):
-        value = value.item()
-    if isinstance(value, float):
-        return _finite_or_none(value)
-    return value
-
-
-def _gap(record: dict[str, Any]) -> float | None:
-    train, val = record["train_accuracy"], record["val_accuracy"]
-    return None if train is None or val is None else train - val
+def _rank_and_size() -> tuple[int, int]:
+    """(this process's rank, the number of ranks) under torch.distributed, else (0, 1)."""
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        return distributed.get_rank(), distributed.get_world_size()
+    return 0, 1
 
 
 def _scalar(value: Tensor | float, what: str, model: nn.Module) -> Tensor:

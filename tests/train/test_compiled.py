@@ -1,0 +1,47 @@
+"""The Monitor on a torch.compile'd model: no graph break, no recompilation, probes taken
+outside the graph. Compiling takes a while on a CPU, so these are marked slow."""
+
+import pytest
+import torch
+from torch import nn
+
+from babysit.train import Monitor
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
+
+
+@pytest.mark.slow
+def test_a_compiled_model_is_probed_outside_its_graph_without_recompiling():
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    model = _net()
+    compiled = torch.compile(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)
+    with Monitor(compiled, opt, every=3, sample=8) as mon:
+        for _ in range(7):
+            loss = nn.functional.cross_entropy(compiled(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            mon.step(loss)
+    stats = torch._dynamo.utils.counters["stats"]
+    assert stats["unique_graphs"] == 1  # one graph: the hooks neither broke nor re-triggered it
+    assert dict(torch._dynamo.utils.counters["graph_break"]) == {}
+    history = mon.history
+    probes = [r for r in history if "layers" in r]
+    assert [r["step"] for r in probes] == [1, 4, 7]
+    assert [layer["name"] for layer in probes[0]["layers"]] == ["0", "1", "3"]  # no _orig_mod.
+    # the eager probe equals the layer on the sample, after the step's update
+    first = probes[-1]["layers"][0]
+    with torch.no_grad():
+        expected = model[0](x[:8])
+    assert first["mean"] == pytest.approx(float(expected.mean()), rel=1e-5)
+    assert [r["step"] for r in history if "update_ratios" in r] == [1, 4, 7]
+    assert mon.report().codes == [] or all(f.severity == "info" for f in mon.report().findings)
