@@ -97,7 +97,12 @@ def test_to_tensor_keeps_integer_ids_integer_and_refuses_strings():
 def test_as_tensors_keeps_integer_inputs_integer():
     ids = torch.randint(0, 100, (8, 5))
     y = torch.randint(0, 3, (8,))
-    for data in (TensorDataset(ids, y), (ids, y), (ids.numpy(), y.numpy()), list(zip(ids, y))):
+    for data in (
+        TensorDataset(ids, y),
+        (ids, y),
+        (ids.numpy(), y.numpy()),
+        list(zip(ids, y, strict=True)),
+    ):
         x, _ = as_tensors(data)
         assert x.dtype == torch.int64 and torch.equal(x, ids)
 
@@ -129,7 +134,7 @@ def test_sample_draws_the_same_examples_from_every_form_of_the_data():
     y = torch.randint(0, 3, (30,))
     drawn, drawn_y, index = sample(TensorDataset(x, y), limit=7, seed=3)
     assert torch.equal(drawn, x[index]) and torch.equal(drawn_y, y[index])
-    items = list(zip(x, y))
+    items = list(zip(x, y, strict=True))
     again, again_y, again_index = sample(items, limit=7, seed=3)
     assert torch.equal(again_index, index) and torch.equal(again, drawn)
     whole, _, whole_index = sample((x, y))
@@ -143,7 +148,7 @@ def test_sample_reads_a_dataloader_and_an_iterable_up_to_the_limit():
 
     class Stream(IterableDataset):
         def __iter__(self):
-            return iter(zip(x, y))
+            return iter(zip(x, y, strict=True))
 
     got, got_y, index = sample(Stream(), limit=5)
     assert index is None and torch.equal(got_y, y[:5])
