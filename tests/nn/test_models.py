@@ -90,7 +90,7 @@ def _factory_file(tmp_path, source):
     return path
 
 
-FACTORIES = '''
+FACTORIES = """
 import torch.nn as nn
 
 def by_classes(input_shape, classes):
@@ -116,7 +116,7 @@ def positional(shape, k):
 
 def needs_more(num_classes, depth):
     return nn.Linear(4, num_classes)
-'''
+"""
 
 
 @pytest.mark.parametrize(
