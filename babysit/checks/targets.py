@@ -29,8 +29,10 @@ __all__ = [
 # layer's weights and bias by the same factor, and the MSE gradient grows with the target, so
 # a learning rate tuned for one scale is wrong for another. Standardizing the targets is the
 # regression twin of the lecture's "zero-center and normalize the data". Our measurement (the
-# zoo's MSE regression, He MLP, Adam 1e-3, 300 steps): targets of rms 1 fit to 2% of their
-# variance, rms 1000 stay at 99.9% of it. Flagged above 10x or below 1/100 of unit rms.
+# zoo's regression MLP, 8-64-64-1 He, 300 steps of 64, MSE / var(y) at the end): SGD 1e-2
+# 0.039 / 0.006 / NaN / NaN at target scale 1 / 10 / 100 / 1000; Adam 1e-3 0.016 / 0.010 /
+# 0.015 / 0.338. So flagged above rms 10. The lower bound is our choice: below 0.01 the
+# gradients are 100x smaller than at unit scale, the mirror image.
 TARGET_SCALE_MAX = 10.0
 TARGET_SCALE_MIN = 0.01
 
