@@ -351,6 +351,7 @@ BUGS = [
         id="lstm-detached",
         marks=_missing("PARAMS_NOT_UPDATED wired (the detached-LSTM row)"),
     ),
+    pytest.param(lambda: zoo.gru_lm_case(bug=True, n=64, length=12), id="gru_lm-lr-10"),
     pytest.param(lambda: zoo.segmentation_case(bug=True), id="segmentation-softmax"),
     pytest.param(
         lambda: zoo.regression_case("scale"),

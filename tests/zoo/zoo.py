@@ -425,12 +425,13 @@ def lstm_case(
 
 
 def gru_lm_case(bug: bool = False, seed: int = 0, n: int = 128, length: int = 16):
-    """Embedding -> GRU LM on next-token data, (B, V, T) logits; the bug: lr 10 with SGD
-    (LR_TOO_HIGH)."""
+    """Embedding -> GRU LM on next-token data, (B, V, T) logits; the bug: lr 10 with SGD. The
+    saturating GRU keeps the loss from exploding, so the code is UPDATE_RATIO_HIGH."""
     _seeded(seed)
     ids, targets = token_sequences(n, length, VOCAB, seed)
     kwargs = {"lr": 10.0} if bug else {}
-    return Case(RecurrentLM(), (ids, targets), kwargs, "LR_TOO_HIGH" if bug else None, "GRU LM")
+    code = "UPDATE_RATIO_HIGH" if bug else None
+    return Case(RecurrentLM(), (ids, targets), kwargs, code, "GRU LM")
 
 
 def segmentation_case(bug: bool = False, seed: int = 0, n: int = 64):
