@@ -269,10 +269,11 @@ def _pair(data: object) -> tuple[Inputs, Tensor] | None:
 
 
 def _map_arrays(inputs: object) -> Inputs:
+    """`inputs` with every array (or list of numbers) made a tensor, structure kept."""
     if isinstance(inputs, Mapping):
         return {k: _map_arrays(v) for k, v in inputs.items()}
-    if isinstance(inputs, (tuple, list)):
-        return tuple(_map_arrays(v) for v in inputs)
+    if _is_structure(inputs):
+        return tuple(_map_arrays(v) for v in inputs)  # type: ignore[union-attr]
     return to_tensor(inputs)
 
 

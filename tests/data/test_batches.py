@@ -208,3 +208,8 @@ def test_model_output_uses_the_forward_keyword():
     assert last.shape == (2, 4)
     with pytest.raises(UsageError, match="forward returned tuple"):
         model_output(lstm, x, forward=lambda m, inputs: m(inputs))
+
+
+def test_a_pair_of_tuple_inputs_keeps_lists_of_numbers_whole():
+    inputs, targets, _ = sample(((np.zeros((3, 2)), [[1, 2], [3, 4], [5, 6]]), np.arange(3)))
+    assert inputs[1].shape == (3, 2) and targets.tolist() == [0, 1, 2]
