@@ -47,6 +47,9 @@ CODES: dict[str, str] = {
     "EVAL_MODE_TRAINING": "optimizer steps while the model's dropout/BatchNorm are in eval mode",
     "CHECK_FAILED": "a check could not run (the message says why); the other checks still ran",
     "CHECK_SKIPPED": "a check was skipped because an earlier error makes it meaningless",
+    "TARGETS_NOT_SCALED": "regression targets far from unit scale (standardize them)",
+    "SHAPE_BROADCAST": "output and target shapes that match only by broadcasting",
+    "PARAMS_NOT_UPDATED": "trainable parameters that get no gradient or never change",
 }
 """Every finding code and its one-line meaning. New codes may be added; none is renamed."""
 

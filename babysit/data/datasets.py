@@ -34,6 +34,9 @@ __all__ = [
     "specs_help",
 ]
 
+# torch's cross_entropy skips targets equal to this: per-position labels use it for padding.
+TORCH_IGNORE_INDEX = -100
+
 # The CIFAR-10 python version (https://www.cs.toronto.edu/~kriz/cifar.html): five training
 # batches of 10,000 images and one test batch, each row 3072 bytes = 1024 R, 1024 G, 1024 B
 # of a 32x32 image in row-major order.
@@ -564,6 +567,12 @@ def _refuse_suspect_labels(named: Sequence[tuple[Tensor | None, str]], classes: 
             )
 
 
+def _per_position(x: Tensor, y: Tensor) -> bool:
+    """Labels with one class per position: (N, T) against (N, T) token ids (a language model,
+    a tagger), or (N, H, W) against (N, C, H, W) images (segmentation)."""
+    return y.dim() >= 2 and (y.shape[1:] == x.shape[1:] or y.shape[1:] == x.shape[2:])
+
+
 def _check(x: Tensor, y: Tensor, classes: int, name: str, validate: bool) -> tuple[Tensor, Tensor]:
     """Structural checks always; NaN and label checks when `validate`. Returns the inputs as
     given and int64 labels (or the float labels as given, when not integral and not validated)."""
@@ -572,10 +581,12 @@ def _check(x: Tensor, y: Tensor, classes: int, name: str, validate: bool) -> tup
             f"{name}: inputs must be shaped (N, ...) with N >= 1 examples, got shape "
             f"{tuple(x.shape)}: reshape a single feature to (N, 1)"
         )
-    if y.dim() != 1 or len(y) != len(x):
+    if len(y) != len(x) or not (y.dim() == 1 or _per_position(x, y)):
         raise DataError(
-            f"{name}: expected one label per example, shape ({len(x)},), got labels of shape "
-            f"{tuple(y.shape)}: pass class indices, flattened, one per input row"
+            f"{name}: expected one label per example, shape ({len(x)},), or one per position "
+            f"(shaped like the inputs' positions, e.g. ({len(x)}, T) for ({len(x)}, T) token "
+            f"ids), got labels of shape {tuple(y.shape)} for inputs {tuple(x.shape)}: pass "
+            f"class indices"
         )
     if validate and x.is_floating_point():
         finite = torch.isfinite(x).flatten(1).all(dim=1)
@@ -588,19 +599,27 @@ def _check(x: Tensor, y: Tensor, classes: int, name: str, validate: bool) -> tup
             )
     labels, integral = _integer_labels(y)
     if validate and not integral:
-        bad = (~_is_integral(y)).nonzero().flatten()
+        wrong = ~_is_integral(y)
+        example = int(wrong.reshape(len(y), -1).any(1).nonzero()[0])
+        first = y[example][wrong[example]].flatten()[0] if y.dim() > 1 else y[example]
         raise DataError(
-            f"{name}: {len(bad)} labels are not integers (first at example {int(bad[0])}: "
-            f"{y[bad[0]].item()!r}): labels must be class indices 0..C-1"
+            f"{name}: {int(wrong.sum())} labels are not integers (first at example {example}: "
+            f"{first.item()!r}): labels must be class indices 0..C-1"
         )
     if validate:
         outside = (labels < 0) | (labels >= classes)
+        if labels.dim() > 1:  # positions to skip (padding) carry torch's ignore_index
+            outside &= labels != TORCH_IGNORE_INDEX
         if outside.any():
-            bad = outside.nonzero().flatten()
+            example = int(outside.reshape(len(y), -1).any(1).nonzero()[0])
+            first = (
+                labels[example][outside[example]].flatten()[0] if y.dim() > 1 else (labels[example])
+            )
             raise DataError(
-                f"{name}: {len(bad)} labels outside [0, {classes}) (first at example "
-                f"{int(bad[0])}: {labels[bad[0]].item()}, range seen {labels.min().item()}.."
+                f"{name}: {int(outside.sum())} labels outside [0, {classes}) (first at example "
+                f"{example}: {first.item()}, range seen {labels.min().item()}.."
                 f"{labels.max().item()}): map them to class indices 0..{classes - 1}"
+                + (f" ({TORCH_IGNORE_INDEX} marks positions to skip)" if y.dim() > 1 else "")
             )
     return x, labels
 
@@ -638,4 +657,9 @@ def _split(
 
 
 def _float_inputs(x: Tensor) -> Tensor:
+    """float32 inputs, except signed integers: those are token ids or categories, indices
+    that an nn.Embedding takes as int64 and that must never be standardized. Unsigned 8-bit
+    (pixels) and booleans become float32."""
+    if not (x.is_floating_point() or x.is_complex()) and x.dtype not in (torch.uint8, torch.bool):
+        return x.to(torch.int64)
     return x if x.dtype == torch.float32 else x.to(torch.float32)

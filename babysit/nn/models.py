@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from babysit.nn.activations import activation as make_activation
 from babysit.nn.init import apply_init
 
-__all__ = ["cnn", "default_model", "from_spec", "load_function", "mlp"]
+__all__ = ["CLASS_KEYWORDS", "cnn", "default_model", "from_spec", "load_function", "mlp"]
 
 
 def _activation(name: str, width: int, kwargs: dict) -> nn.Module:
@@ -167,27 +167,79 @@ def load_function(spec: str):
     return function
 
 
+# The names factories give the number of classes (or outputs, or the vocabulary), most usual
+# first: ours, torchvision's and timm's (num_classes), Hugging Face configs' (vocab_size,
+# num_labels), torch.nn's (out_features) and others seen in the wild.
+CLASS_KEYWORDS = (
+    "classes",
+    "num_classes",
+    "n_classes",
+    "vocab_size",
+    "num_labels",
+    "out_features",
+    "num_outputs",
+    "n_outputs",
+    "output_size",
+    "out_channels",
+)
+
+
 def from_spec(spec: str, input_shape: Sequence[int], classes: int, **kwargs) -> nn.Module:
     """Build the model a `MODULE:FUNCTION` (or `path/to/file.py:FUNCTION`) spec names.
 
     FUNCTION returns an nn.Module. It may take the input shape (per example, e.g. (1, 8, 8))
-    and the number of classes, by the names `input_shape` and `classes` or as its first two
-    positional parameters; or nothing at all. `kwargs` (e.g. searched hyperparameters) are
-    passed on by name.
+    as `input_shape` (and the channels of an image as `in_channels`), and the number of
+    classes under the first of CLASS_KEYWORDS its signature has (`classes`, `num_classes`,
+    `vocab_size`, ...; a function with only **kwargs, like torchvision's, gets
+    `num_classes`); or the two as its first two positional parameters; or nothing at all.
+    `kwargs` (e.g. searched hyperparameters) are passed on by name.
     """
     import inspect
 
     from babysit.errors import UsageError
 
     function = load_function(spec)
-    parameters = inspect.signature(function).parameters
-    if kwargs or "input_shape" in parameters or "classes" in parameters:
-        given = {"input_shape": tuple(input_shape), "classes": classes}
-        model = function(**{k: v for k, v in given.items() if k in parameters}, **kwargs)
-    elif len([p for p in parameters.values() if p.default is p.empty]) >= 2:
+    try:
+        parameters = inspect.signature(function).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        parameters = {}
+    kinds = {p.kind for p in parameters.values()}
+    given: dict = {}
+    if "input_shape" in parameters:
+        given["input_shape"] = tuple(input_shape)
+    if "in_channels" in parameters and len(input_shape) == 3:
+        given["in_channels"] = int(input_shape[0])
+    keyword = next((k for k in CLASS_KEYWORDS if k in parameters), None)
+    if keyword is None and inspect.Parameter.VAR_KEYWORD in kinds:
+        keyword = "num_classes"  # torchvision: resnet18(*, weights=None, **kwargs)
+    if keyword is not None:
+        given[keyword] = classes
+    positional = [
+        p
+        for p in parameters.values()
+        if p.default is p.empty
+        and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        and p.name not in given
+        and p.name not in kwargs
+    ]
+    if not given and not kwargs and len(positional) >= 2:
         model = function(tuple(input_shape), classes)
     else:
-        model = function()
+        missing = [
+            p.name
+            for p in parameters.values()
+            if p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            and p.name not in given
+            and p.name not in kwargs
+        ]
+        if missing:
+            raise UsageError(
+                f"{spec} needs {', '.join(missing)}, which babysit cannot give: it passes "
+                f"input_shape, in_channels and the number of classes as one of "
+                f"{', '.join(CLASS_KEYWORDS)}; give the others defaults"
+            )
+        model = function(**given, **kwargs)
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -375,3 +375,35 @@ def test_as_tensors_reads_datasets_pairs_and_arrays():
 def test_as_tensors_refuses_what_it_cannot_read(data, match):
     with pytest.raises(UsageError, match=match):
         as_tensors(data)
+
+
+# --- token ids and per-position labels (issue 12) -------------------------------------------
+
+
+def test_npz_token_ids_stay_integer_and_pixels_become_float(tmp_path):
+    ids = np.arange(60, dtype=np.int32).reshape(20, 3) % 7
+    splits = load_data(_npz(tmp_path, ids, np.arange(20) % 2), val_fraction=0)
+    assert splits.train.tensors[0].dtype == torch.int64
+    expected = torch.as_tensor(ids).long().sort(0).values  # rows shuffled by the split
+    assert torch.equal(splits.train.tensors[0].sort(0).values, expected)
+    pixels = np.full((20, 3), 255, dtype=np.uint8)
+    x = load_data(_npz(tmp_path, pixels, np.arange(20) % 2), val_fraction=0).train.tensors[0]
+    assert x.dtype == torch.float32 and float(x.max()) == 255.0
+
+
+def test_npz_per_position_labels_for_tokens_and_segmentation(tmp_path):
+    ids = np.arange(40).reshape(10, 4) % 9
+    splits = load_data(_npz(tmp_path, ids, (ids + 1) % 9), val_fraction=0)
+    assert splits.train.tensors[1].shape == (10, 4) and splits.classes == 9
+    images, masks = np.zeros((6, 3, 5, 5), np.float32), np.ones((6, 5, 5), np.int64)
+    assert load_data(_npz(tmp_path, images, masks), val_fraction=0).classes == 2
+
+
+def test_per_position_padding_is_allowed_and_a_bad_position_is_named(tmp_path):
+    ids = np.arange(40).reshape(10, 4) % 9
+    labels = (ids + 1) % 9
+    labels[:, -1] = -100  # torch's ignore_index: padding
+    assert load_data(_npz(tmp_path, ids, labels), val_fraction=0).classes == 9
+    labels[3, 1] = -2
+    with pytest.raises(DataError, match=r"1 labels outside \[0, 9\) \(first at example 3: -2"):
+        load_data(_npz(tmp_path, ids, labels))

@@ -79,3 +79,69 @@ def test_builders_validate_their_arguments():
         cnn(1, 8, [4], 10, kernel_size=2)
     with pytest.raises(ValueError, match="unknown activation"):
         mlp(64, [10], 10, activation="swish2")
+
+
+# --- from_spec passes the class count under the keyword the factory takes (issue 12) --------
+
+
+def _factory_file(tmp_path, source):
+    path = tmp_path / "factories.py"
+    path.write_text(source)
+    return path
+
+
+FACTORIES = """
+import torch.nn as nn
+
+def by_classes(input_shape, classes):
+    return nn.Linear(input_shape[0], classes)
+
+def by_num_classes(num_classes=1000, dropout=0.1):
+    return nn.Linear(4, num_classes)
+
+def by_vocab(vocab_size, width=8):
+    return nn.Embedding(vocab_size, width)
+
+def by_out_features(out_features):
+    return nn.Linear(4, out_features)
+
+def torchvision_style(*, weights=None, progress=True, **kwargs):
+    return nn.Linear(4, kwargs.get("num_classes", 1000))
+
+def image_net(in_channels, n_classes):
+    return nn.Conv2d(in_channels, n_classes, 1)
+
+def positional(shape, k):
+    return nn.Linear(shape[0], k)
+
+def needs_more(num_classes, depth):
+    return nn.Linear(4, num_classes)
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "check"),
+    [
+        ("by_classes", lambda m: m.out_features == 7),
+        ("by_num_classes", lambda m: m.out_features == 7),
+        ("by_vocab", lambda m: m.num_embeddings == 7),
+        ("by_out_features", lambda m: m.out_features == 7),
+        ("torchvision_style", lambda m: m.out_features == 7),
+        ("image_net", lambda m: m.in_channels == 3 and m.out_channels == 7),
+        ("positional", lambda m: m.in_features == 3 and m.out_features == 7),
+    ],
+)
+def test_from_spec_passes_classes_under_the_keyword_the_factory_takes(tmp_path, name, check):
+    from babysit.nn import from_spec
+
+    path = _factory_file(tmp_path, FACTORIES)
+    assert check(from_spec(f"{path}:{name}", (3, 8, 8), 7))
+
+
+def test_from_spec_names_a_parameter_it_cannot_give(tmp_path):
+    from babysit.errors import UsageError
+    from babysit.nn import from_spec
+
+    path = _factory_file(tmp_path, FACTORIES)
+    with pytest.raises(UsageError, match="needs depth"):
+        from_spec(f"{path}:needs_more", (4,), 7)
