@@ -376,6 +376,7 @@ def search_command(
     from babysit.search.report import LiveTrials, print_summary, write_report
     from babysit.search.runner import quiet_optuna, run_search
     from babysit.search.storage import resolve_storage
+    from babysit.search.study import SearchStopped, load_result
 
     quiet_optuna()
     cfg = load_config(config)
@@ -399,6 +400,7 @@ def search_command(
             console.print(f"re-queued trials interrupted earlier: {recovered}")
 
     view = LiveTrials(cfg.plan, name) if live else None
+    stopped: SearchStopped | None = None
     try:
         if view:
             view.__enter__()
@@ -414,15 +416,41 @@ def search_command(
     except KeyboardInterrupt:
         console.print(f"interrupted: no completed trial is lost; continue with: {resume_hint}")
         raise
+    except SearchStopped as e:
+        stopped, result = e, load_result(e.study)
     finally:
         if view:
             view.__exit__(None, None, None)
     print_summary(result)
     paths = write_report(result, out, spec.display)
-    console.print(f"wrote {', '.join(str(p) for p in paths)}")
+    console.print(f"wrote {', '.join(str(p) for p in paths)}", markup=False, highlight=False)
+    if stopped is not None:
+        console.print(
+            f"babysit: the search stopped: {stopped}", markup=False, highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1)
+    if result.given_up:
+        console.print(_given_up_line(result), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     if not result.done:
         console.print(f"[bold red]the search did not finish[/]; continue with: {resume_hint}")
         raise typer.Exit(1)
+
+
+def _given_up_line(result) -> str:
+    """Which trials the retry cap gave up, and what their stages are short of."""
+    from babysit.search.storage import MAX_RETRIES
+
+    short = [
+        f"stage {s.index + 1} ran {s.stage.trials - len(s.given_up)} of its {s.stage.trials}"
+        for s in result.stages
+        if s.given_up
+    ]
+    numbers = ", ".join(f"#{n}" for n in result.given_up)
+    return (
+        f"babysit: trial {numbers} was interrupted {MAX_RETRIES + 1} times and given up "
+        f"({'; '.join(short)} trials); the search is short of its budget"
+    )
 
 
 @app.command("lab")

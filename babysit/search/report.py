@@ -22,13 +22,15 @@ from babysit.report.terminal import stderr, stdout
 from babysit.search.plan import Plan
 from babysit.search.pruner import PRUNE_REASON
 from babysit.search.space import Categorical, Float, Int, Param, space_to_json
-from babysit.search.stages import stage_of
+from babysit.search.stages import ERROR_ATTR, stage_of
 from babysit.search.study import STEPS_ATTR, SearchResult
 
 __all__ = ["LiveTrials", "print_summary", "result_dict", "write_report"]
 
 # The live table shows the trials running now and this many of the latest finished ones.
 LIVE_ROWS = 12
+# The summary shows this many distinct errors per stage, each with this many trial numbers.
+FAILED_SHOWN = 3
 # Stage colours (matplotlib's tab10): the same stage has the same colour in every plot.
 STAGE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 _STATE_STYLE = {
@@ -44,6 +46,11 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def _note(trial: FrozenTrial) -> str:
+    """Why a trial ended the way it did: its prune reason or its error."""
+    return trial.user_attrs.get(PRUNE_REASON) or trial.user_attrs.get(ERROR_ATTR) or ""
 
 
 def _value(trial: FrozenTrial) -> float | None:
@@ -92,7 +99,7 @@ class LiveTrials:
                 Text(state.lower(), style=_STATE_STYLE.get(state, "")),
                 "-" if value is None else f"{value:.4f}",
                 *(_fmt(trial.params[p]) if p in trial.params else "" for p in params),
-                trial.user_attrs.get(PRUNE_REASON, ""),
+                _note(trial),
             )
         return Group(header, table)
 
@@ -127,6 +134,16 @@ def print_summary(result: SearchResult, console: Console = stdout) -> None:
             ranges,
         )
     console.print(stages)
+    for s in result.stages:
+        errors: dict[str, list[int]] = {}
+        for t in result.trials:
+            if stage_of(t) == s.index and ERROR_ATTR in t.user_attrs:
+                errors.setdefault(t.user_attrs[ERROR_ATTR], []).append(t.number)
+        for error, numbers in list(errors.items())[:FAILED_SHOWN]:
+            shown = ", ".join(f"#{n}" for n in numbers[:FAILED_SHOWN])
+            more = f" and {len(numbers) - FAILED_SHOWN} more" if len(numbers) > FAILED_SHOWN else ""
+            where = f"stage {s.index + 1}, trial {shown}{more}"
+            console.print(f"[bold red]failed[/] ({where}): {error}")
     for index, warning in result.warnings:
         console.print(f"[bold yellow]boundary warning[/] (stage {index + 1}): {warning.message}")
 
@@ -149,6 +166,7 @@ def _trial_dict(trial: FrozenTrial) -> dict[str, Any]:
         "params": trial.params,
         "steps": trial.user_attrs.get(STEPS_ATTR),
         "prune_reason": trial.user_attrs.get(PRUNE_REASON),
+        "error": trial.user_attrs.get(ERROR_ATTR),
         "retry_of": trial.system_attrs.get("failed_trial"),
     }
 
@@ -160,6 +178,7 @@ def result_dict(result: SearchResult, storage: str | None = None) -> dict[str, A
         "study": result.study.study_name,
         "storage": storage,
         "done": result.done,
+        "given_up": result.given_up,
         "plan": result.plan.to_json(),
         "best": None if best is None else {**_trial_dict(best)},
         "warnings": [{"stage": i, **w.to_dict()} for i, w in result.warnings],
@@ -172,6 +191,7 @@ def result_dict(result: SearchResult, storage: str | None = None) -> dict[str, A
                 "pruned": s.pruned,
                 "prune_reasons": s.prune_reasons,
                 "failed": s.failed,
+                "given_up": s.given_up,
                 "pending": s.pending,
                 "best": None if s.best is None else s.best.number,
                 "warnings": [w.to_dict() for w in s.warnings],
@@ -290,7 +310,7 @@ def html_page(result: SearchResult, storage: str | None = None) -> str:
                     "-" if _value(t) is None else round(_value(t), 4),
                     t.user_attrs.get(STEPS_ATTR, "-"),
                     *(_fmt(t.params.get(n, "")) for n in plan.space),
-                    t.user_attrs.get(PRUNE_REASON, ""),
+                    _note(t),
                 )
                 for t in result.trials
                 if stage_of(t) is not None

@@ -26,6 +26,8 @@ from babysit.search.storage import HEARTBEAT_INTERVAL_S, StorageSpec, StudyLock
 from babysit.search.study import (
     POLL_S,
     SearchResult,
+    SearchStopped,
+    check_stopped,
     fail_trials_of,
     load_result,
     open_study,
@@ -86,6 +88,7 @@ def run_search(
         else:
             lock.share()
             _run_workers(config, spec, study_name, workers, study, progress, heartbeat_interval)
+            check_stopped(study)
         return load_result(study)
     finally:
         lock.release()
@@ -185,6 +188,8 @@ def _worker_main(
             run_trials(study, config.plan, objective, should_stop=should_stop)
     except KeyboardInterrupt:
         sys.exit(130)
+    except SearchStopped:
+        return  # the parent sees the same failed stage in the study and says so
     except UsageError as e:
         print(f"babysit: worker {index}: error: {e}", file=sys.stderr)
         sys.exit(2)

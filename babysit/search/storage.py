@@ -227,12 +227,16 @@ def _retry_callback() -> RetryHeartbeatStaleTrialCallback:
         return RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
 
 
-def retry_later(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+def retry_later(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
     """Queue a failed trial again with the same parameters and stage (Optuna's own retry
-    callback, which records the chain in `retry_history`), up to MAX_RETRIES times."""
+    callback, which records the chain in `retry_history`), up to MAX_RETRIES times. Returns
+    whether it was queued: False once the trial has had its retries (it is given up)."""
+    if len(trial.system_attrs.get("retry_history", [])) >= MAX_RETRIES:
+        return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         _retry_callback()(study, trial)
+    return True
 
 
 class StudyLock:

@@ -10,8 +10,11 @@ How a study is laid out, so that any number of workers and resumed runs agree:
   has none left waiting or running; its ranges are computed from stage i's completed trials
   (`stage_spaces`), a pure function of the study that every worker evaluates the same way;
 - parameters are sampled when a trial starts, by `StageSampler`, seeded by the trial number.
-A trial that is interrupted or raises is failed and queued again with the same parameters
-(Optuna's RetryHeartbeatStaleTrialCallback), up to MAX_RETRIES times.
+A trial whose objective raises is failed with the error in its `error` attribute, and the
+search goes on; a stage whose trials all raise stops the search (`SearchStopped`). A trial
+that is interrupted (Ctrl-C, kill -9, a dead worker) is failed and queued again with the same
+parameters (Optuna's RetryHeartbeatStaleTrialCallback), up to MAX_RETRIES times; after that it
+is given up, and the result says so (`SearchResult.given_up`, `done` false).
 """
 
 from __future__ import annotations
@@ -47,17 +50,19 @@ from babysit.search.space import (
 )
 from babysit.search.stages import (
     DEFAULT_STAGES,
+    ERROR_ATTR,
     Stage,
     StageSummary,
     check_stages,
     current_stage,
+    failed_stage,
+    given_up,
     stage_of,
     stage_spaces,
     summarize_stages,
 )
 from babysit.search.storage import (
     HEARTBEAT_INTERVAL_S,
-    MAX_RETRIES,
     Heartbeat,
     StorageSpec,
     StudyLock,
@@ -69,10 +74,12 @@ from babysit.search.trial import Trial
 from babysit.train.callbacks import LOSS_ABORT_FACTOR
 
 __all__ = [
+    "ERROR_ATTR",
     "READY_ATTR",
     "STEPS_ATTR",
     "WORKER_ATTR",
     "SearchResult",
+    "SearchStopped",
     "TrialCallback",
     "load_result",
     "open_study",
@@ -93,8 +100,42 @@ READY_TIMEOUT_S = 120.0
 # creator writes it right after creating the study, within milliseconds).
 PLAN_TIMEOUT_S = 10.0
 
+# The error recorded on a failed trial is cut to this many characters.
+ERROR_CHARS = 300
+
 Objective = Callable[[Trial], float]
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class SearchStopped(Exception):
+    """Every trial of a stage raised: the later stages would fail the same way. `study` is
+    the study as it stands (`load_result(error.study)` shows it)."""
+
+    def __init__(self, message: str, study: optuna.Study):
+        super().__init__(message)
+        self.study = study
+
+
+def check_stopped(study: optuna.Study) -> None:
+    """Raise SearchStopped if a stage of the study finished with all its trials failed."""
+    trials = study.get_trials(deepcopy=False)
+    stage = failed_stage(trials)
+    if stage is None:
+        return
+    mine = [t for t in trials if stage_of(t) == stage and ERROR_ATTR in t.user_attrs]
+    first = min(mine, key=lambda t: t.number)
+    raise SearchStopped(
+        f"stage {stage + 1}: all {len(mine)} trials failed, e.g. trial #{first.number} "
+        f"({_describe_params(first.params)}): {first.user_attrs[ERROR_ATTR]}; fix the model or "
+        f"objective, then start a new study (another --study or --out)",
+        study,
+    )
+
+
+def _describe_params(params: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
 
 
 @dataclass
@@ -141,8 +182,15 @@ class SearchResult:
         return self.study.get_trials(deepcopy=False)
 
     @property
+    def given_up(self) -> list[int]:
+        """Trials interrupted more often than the retry cap allows, not run again: their
+        stage is short of its budget."""
+        return sorted(n for s in self.stages for n in s.given_up)
+
+    @property
     def done(self) -> bool:
-        return all(s.pending == 0 for s in self.stages)
+        """Every stage ran its whole budget (failed trials count as run; given-up ones not)."""
+        return all(s.pending == 0 and not s.given_up for s in self.stages)
 
 
 def search(
@@ -185,6 +233,7 @@ def search(
         study = open_study(plan, spec, study_name, resume=resume)
         recover(study, spec)
         run_trials(study, plan, objective, callbacks=callbacks)
+        check_stopped(study)
     return load_result(study)
 
 
@@ -286,9 +335,7 @@ def _load(plan: Plan, spec: StorageSpec, storage: Any, study_name: str, wait: bo
     deadline = time.monotonic() + PLAN_TIMEOUT_S
     while stored is None and (wait or not spec.local) and time.monotonic() < deadline:
         time.sleep(POLL_S)
-        stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(
-            PLAN_ATTR
-        )
+        stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(PLAN_ATTR)
     if stored is None:
         raise UsageError(
             f"study {study_name!r} in {spec.display} was not made by babysit search; "
@@ -336,24 +383,12 @@ def recover(study: optuna.Study, spec: StorageSpec) -> list[int]:
             for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
             if t.number not in stale_before
         )
-    recovered = []
     storage = study._storage  # Optuna's private handle: fail_stale_trials uses the same
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        recovered.append(t.number)
-    trials = study.get_trials()
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    for t in trials:
-        if (
-            t.state == TrialState.FAIL
-            and t.number not in retried
-            and stage_of(t) is not None
-            and len(t.system_attrs.get("retry_history", [])) < MAX_RETRIES
-        ):
-            retry_later(study, t)
-            if t.number not in recovered:
-                recovered.append(t.number)
-    return sorted(recovered)
+    # Interrupted trials (no error of their own) not queued again yet; one that raised stays
+    # failed, since running it again would raise again.
+    return sorted(t.number for t in given_up(study.get_trials()) if retry_later(study, t))
 
 
 # --- running trials ------------------------------------------------------------------------
@@ -373,6 +408,7 @@ def run_trials(
     opened: set[int] = set()
     sampler = study.sampler
     while not should_stop():
+        check_stopped(study)
         trials = study.get_trials(deepcopy=False)
         stage = current_stage(trials)
         if stage is None:
@@ -453,11 +489,20 @@ def _run_one(
                 state, value = TrialState.PRUNED, None
         except optuna.TrialPruned:
             state, value = TrialState.PRUNED, None
-        except BaseException:
+        except Exception as error:  # the objective raised: record it, and go on
+            trial.set_user_attr(ERROR_ATTR, _one_line(error))
+            state, value = TrialState.FAIL, None
+        except BaseException:  # Ctrl-C, SystemExit: an interruption, to run again later
             _finish(study, trial, wrapper, TrialState.FAIL, None)
             retry_later(study, study._storage.get_trial(trial._trial_id))
             raise
     return _finish(study, trial, wrapper, state, value)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
 
 
 def _check_value(result: Any) -> float:

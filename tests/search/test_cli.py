@@ -7,6 +7,7 @@ import optuna
 import pytest
 
 from babysit.cli import main
+from tests.search.conftest import TINY_DATA
 
 
 def _error_lines(capsys):
@@ -111,3 +112,61 @@ def test_a_study_babysit_did_not_make_is_refused_not_touched(tiny_config, tmp_pa
     (line,) = _error_lines(capsys)
     assert "was not made by babysit search" in line
     assert len(optuna.load_study(study_name="tiny", storage=url).trials) == 2
+
+
+def _model_config(tmp_path, body, stages="[[stages]]\ntrials = 6\nepochs = 1\n"):
+    """A config whose model is `build(input_shape, classes, width)` from a file of the test."""
+    model = tmp_path / "model.py"
+    model.write_text(
+        "from torch import nn\n\n\n"
+        "def build(input_shape, classes, width=8):\n"
+        f"    {body}\n"
+        "    return nn.Sequential(nn.Linear(input_shape[0], width), nn.ReLU(),"
+        " nn.Linear(width, classes))\n"
+    )
+    config = tmp_path / "fragile.toml"
+    config.write_text(
+        f'data = "{TINY_DATA}"\nmodel = "{model}:build"\n\n[fixed]\nbatch_size = 16\n\n'
+        "[space]\nlr = { low = 1e-3, high = 1 }\nwidth = { low = 8, high = 100 }\n\n" + stages
+    )
+    return config
+
+
+def test_a_builder_that_raises_for_some_values_fails_those_trials_and_the_search_goes_on(
+    tmp_path, capsys
+):
+    config = _model_config(tmp_path, 'if width > 50:\n        raise ValueError(f"width {width}")')
+    out = tmp_path / "out"
+    assert main(["search", str(config), "--out", str(out), "--no-live"]) == 0
+    report = json.loads((out / "search.json").read_text())
+    failed = [t for t in report["trials"] if t["state"] == "FAIL"]
+    assert failed and all(t["params"]["width"] > 50 for t in failed)
+    assert all(t["error"] == f"ValueError: width {t['params']['width']}" for t in failed)
+    assert report["stages"][0]["failed"] == len(failed) and report["done"]
+    assert "failed" in capsys.readouterr().out
+
+
+def test_a_stage_whose_trials_all_fail_stops_with_one_line_exit_1_and_writes_the_report(
+    tmp_path, capsys
+):
+    config = _model_config(
+        tmp_path,
+        'raise RuntimeError("no GPU")',
+        stages="[[stages]]\ntrials = 3\nepochs = 1\n\n[[stages]]\ntrials = 2\nepochs = 1\n",
+    )
+    out = tmp_path / "out"
+    assert main(["search", str(config), "--out", str(out), "--no-live"]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if "stopped" in line]
+    assert len(lines) == 1 and "stage 1: all 3 trials failed" in lines[0]
+    assert "RuntimeError: no GPU" in lines[0]
+    report = json.loads((out / "search.json").read_text())
+    assert report["stages"][0]["failed"] == 3 and report["stages"][1]["pending"] == 2
+
+
+def test_a_search_refused_at_start_leaves_no_study_behind(make_config, tmp_path, capsys):
+    cnn_on_vectors = make_config(tmp_path / "cnn.toml", extra='model = "cnn"')
+    out = tmp_path / "out"
+    assert main(["search", str(cnn_on_vectors), "--out", str(out), "--no-live"]) == 2
+    (line,) = _error_lines(capsys)
+    assert "the cnn builder needs images" in line
+    assert not out.exists()

@@ -130,31 +130,51 @@ def test_an_existing_study_is_refused_without_resume_and_left_untouched(tmp_path
     assert _snapshot(url, "s") == before
 
 
-def test_a_trial_that_raises_is_queued_again_with_its_parameters_and_resume_finishes(tmp_path):
+def test_a_trial_that_raises_is_failed_with_its_error_and_the_search_goes_on(tmp_path):
     url = _url(tmp_path)
-    calls = []
 
-    def flaky(trial):
-        calls.append(trial.number)
-        if len(calls) == 4:
-            raise RuntimeError("out of memory")
+    def fragile(trial):
+        if trial.params["lr"] > 1e-2:
+            raise ValueError(f"lr {trial.params['lr']:.3g} is too high\nsecond line")
         return peaked(trial)
 
-    with pytest.raises(RuntimeError, match="out of memory"):
-        search(flaky, SPACE, [Stage(6, epochs=1)], storage=url, study_name="f")
-    study = optuna.load_study(study_name="f", storage=url)
-    failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1
-    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
-    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
-    assert retry[0].params == failed[0].params and retry[0].user_attrs["stage"] == 0
-    done_before = {t.number: t.params for t in study.trials if t.state == TrialState.COMPLETE}
+    stages = [Stage(8, epochs=1), Stage(3, epochs=1)]
+    result = search(fragile, SPACE, stages, storage=url, study_name="f")
+    first = [t for t in result.trials if t.user_attrs["stage"] == 0]
+    raised = [t for t in first if t.params["lr"] > 1e-2]
+    assert raised and len(raised) < 8  # the sample has both kinds
+    for t in raised:
+        assert t.state == TrialState.FAIL
+        assert t.user_attrs["error"] == f"ValueError: lr {t.params['lr']:.3g} is too high"
+    assert result.stages[0].failed == len(raised)
+    assert result.stages[0].complete == 8 - len(raised)
+    assert result.stages[1].complete + result.stages[1].failed == 3
+    assert result.done and result.given_up == []
+    # --resume neither runs them again nor adds a trial
+    again = search(fragile, SPACE, stages, storage=url, study_name="f", resume=True)
+    assert len(again.trials) == len(result.trials)
 
-    result = search(flaky, SPACE, [Stage(6, epochs=1)], storage=url, study_name="f", resume=True)
-    assert result.stages[0].complete == 6 and result.stages[0].failed == 0
-    after = {t.number: t.params for t in result.trials if t.state == TrialState.COMPLETE}
-    assert done_before.items() <= after.items()
-    assert result.trials[retry[0].number].params == failed[0].params
+
+def test_a_stage_whose_trials_all_fail_stops_the_search_with_one_line(tmp_path):
+    from babysit.search.study import SearchStopped
+
+    url = _url(tmp_path)
+
+    def broken(trial):
+        raise RuntimeError("CUDA out of memory")
+
+    stages = [Stage(4, epochs=1), Stage(3, epochs=1)]
+    with pytest.raises(SearchStopped) as info:
+        search(broken, SPACE, stages, storage=url, study_name="b")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("stage 1: all 4 trials failed, e.g. trial #0 (lr=")
+    assert "RuntimeError: CUDA out of memory" in message
+    result = load_result(info.value.study)
+    assert result.stages[0].failed == 4 and result.stages[1].pending == 3  # stage 2 not run
+    with pytest.raises(SearchStopped):  # the same answer on resume, and nothing re-run
+        search(broken, SPACE, stages, storage=url, study_name="b", resume=True)
+    assert len(optuna.load_study(study_name="b", storage=url).trials) == 7
 
 
 def test_ctrl_c_keeps_every_completed_trial_and_resume_completes_the_budget(tmp_path):
