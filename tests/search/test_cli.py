@@ -170,3 +170,41 @@ def test_a_search_refused_at_start_leaves_no_study_behind(make_config, tmp_path,
     (line,) = _error_lines(capsys)
     assert "the cnn builder needs images" in line
     assert not out.exists()
+
+
+def test_a_given_up_trial_is_named_and_the_exit_code_is_1(
+    make_config, tmp_path, monkeypatch, capsys
+):
+    from babysit.search.objective import ModelObjective
+    from babysit.search.storage import MAX_RETRIES
+
+    config = make_config(tmp_path / "tiny.toml", stages="[[stages]]\ntrials = 2\nepochs = 1\n")
+    out = tmp_path / "out"
+    real, doomed = ModelObjective.__call__, {1}
+
+    def interrupted(self, trial):
+        if trial.number in doomed or _retry_of(trial) in doomed:
+            doomed.add(trial.number)
+            raise KeyboardInterrupt
+        return real(self, trial)
+
+    monkeypatch.setattr(ModelObjective, "__call__", interrupted)
+    argv = ["search", str(config), "--out", str(out), "--no-live"]
+    assert main(argv) == 130
+    for _ in range(MAX_RETRIES):
+        assert main([*argv, "--resume"]) == 130
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "re-queued" not in err
+    (line,) = [line for line in err.splitlines() if "given up" in line]
+    assert f"trial #{max(doomed)} was interrupted {MAX_RETRIES + 1} times and given up" in line
+    assert "stage 1 ran 1 of its 2 trials" in line
+    report = json.loads((out / "search.json").read_text())
+    assert not report["done"] and report["given_up"] == [max(doomed)]
+
+
+def _retry_of(trial):
+    """The trial a babysit Trial retries (Optuna's `failed_trial` system attribute), or None."""
+    frozen = trial.optuna.study._storage.get_trial(trial.optuna._trial_id)
+    return frozen.system_attrs.get("failed_trial")

@@ -279,3 +279,39 @@ def test_the_trial_of_a_dead_local_worker_is_queued_again(tmp_path):
     assert trials[mine.number].state == TrialState.FAIL
     assert trials[theirs.number].state == TrialState.RUNNING  # another worker's: untouched
     assert trials[-1].state == TrialState.WAITING and trials[-1].params == {"lr": 0.5}
+
+
+def test_a_trial_interrupted_more_often_than_the_retry_cap_is_given_up_and_said_so(tmp_path):
+    """Trial 1 (and each of its retries) is interrupted: after MAX_RETRIES retries it is given
+    up; the result says which, the stage is short of its budget and done is false."""
+    from babysit.search.storage import MAX_RETRIES
+    from babysit.search.study import recover
+
+    url = _url(tmp_path)
+    doomed = {1}
+
+    def interrupted(trial):
+        if trial.number in doomed or _retry_of(trial) in doomed:
+            doomed.add(trial.number)
+            raise KeyboardInterrupt
+        return peaked(trial)
+
+    stages = [Stage(3, epochs=1)]
+    for attempt in range(MAX_RETRIES + 1):
+        with pytest.raises(KeyboardInterrupt):
+            search(interrupted, SPACE, stages, storage=url, study_name="g", resume=attempt > 0)
+    result = search(interrupted, SPACE, stages, storage=url, study_name="g", resume=True)
+    assert len(doomed) == MAX_RETRIES + 1
+    (last,) = result.given_up
+    assert last == max(doomed)
+    assert result.stages[0].complete == 2 and result.stages[0].given_up == [last]
+    assert not result.done
+    study = optuna.load_study(study_name="g", storage=url)
+    assert recover(study, resolve_storage(url, tmp_path)) == []  # nothing re-queued, none said
+    assert len(study.get_trials()) == 3 + MAX_RETRIES
+
+
+def _retry_of(trial):
+    """The trial a babysit Trial retries (Optuna's `failed_trial` system attribute), or None."""
+    frozen = trial.optuna.study._storage.get_trial(trial.optuna._trial_id)
+    return frozen.system_attrs.get("failed_trial")
