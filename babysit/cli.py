@@ -341,7 +341,7 @@ def search_command(
         str | None,
         typer.Option(
             help="sqlite:///FILE, journal:FILE or postgresql://USER:PASS@HOST/DB. Default: "
-            "OUT/study.db (one process) or OUT/study.journal (--workers N)."
+            "OUT/study.journal, for any number of --workers."
         ),
     ] = None,
     study: Annotated[

@@ -4,7 +4,9 @@ Facts from Optuna's docs this follows:
 - SQLite (`sqlite:///FILE`, an RDBStorage) is fine for one writer, the embedded default;
   Optuna's FAQ advises against it for parallel optimization ("database is locked").
 - `JournalStorage(JournalFileBackend(FILE))` is the file storage meant for several processes
-  on one machine; `--workers N` uses it (`journal:FILE`), and optuna-dashboard reads it.
+  on one machine (`journal:FILE`), and optuna-dashboard reads it. A run folder's default study
+  is such a file for any number of workers, so that `--workers` never changes which study a
+  folder holds (a one-process SQLite default used to clash with a `--workers` journal).
 - Any other SQLAlchemy URL (PostgreSQL: `postgresql://USER:PASS@HOST/DB`) is an RDBStorage that
   workers on several machines share. It gets a heartbeat and RetryHeartbeatStaleTrialCallback,
   so a trial whose worker died is failed and re-run instead of staying RUNNING forever.
@@ -61,6 +63,7 @@ HEARTBEAT_GRACE_S = 30
 MAX_RETRIES = 2
 
 DEFAULT_SQLITE = "study.db"
+JOURNAL_LOCK_SUFFIX = ".lock"  # JournalFileSymlinkLock's lock link: FILE.lock
 DEFAULT_JOURNAL = "study.journal"
 _RDB_SCHEMES = ("postgresql", "mysql", "mariadb", "oracle", "mssql", "cockroachdb")
 _FORMS = "sqlite:///FILE, journal:FILE or a database URL such as postgresql://USER:PASS@HOST/DB"
@@ -86,15 +89,22 @@ class StorageSpec:
 
 
 def resolve_storage(url: str | None, out: Path | str, workers: int = 1) -> StorageSpec:
-    """The storage for a run: `url`, or by default a SQLite file in `out` (one process) or a
-    journal file there (`workers` > 1). Checks the form only; `open_storage` connects."""
+    """The storage for a run: `url`, or by default the run folder's one study file, whatever
+    the number of workers: `out/study.journal` (Optuna's file storage for one or several
+    processes), or an existing `out/study.db` made by an earlier version (one process only).
+    Checks the form only; `open_storage` connects."""
     out = Path(out)
     if url is None:
-        if workers > 1:
-            path = out / DEFAULT_JOURNAL
-            return StorageSpec(f"journal:{path}", "journal", path)
-        path = out / DEFAULT_SQLITE
-        return StorageSpec(f"sqlite:///{path}", "sqlite", path)
+        journal, sqlite = out / DEFAULT_JOURNAL, out / DEFAULT_SQLITE
+        if sqlite.exists() and not journal.exists():
+            if workers > 1:
+                raise UsageError(
+                    f"the study in {out} is a SQLite file ({sqlite}), which takes one writer at "
+                    f"a time (Optuna's FAQ): continue it without --workers, or start a new run "
+                    f"folder (--out) for {workers} workers"
+                )
+            return StorageSpec(f"sqlite:///{sqlite}", "sqlite", sqlite)
+        return StorageSpec(f"journal:{journal}", "journal", journal)
     if not isinstance(url, str) or not url.strip():
         raise UsageError(f"empty storage URL {url!r}: use {_FORMS}")
     url = url.strip()
@@ -263,6 +273,8 @@ class StudyLock:
                 f"{self.spec.path} is in use by another babysit search; wait for it to finish "
                 f"or stop it (one machine: use --workers N; several machines: PostgreSQL)"
             ) from None
+        if exclusive and self.spec.kind == "journal":
+            _repair_journal(self.spec.path)
         return self
 
     def share(self) -> None:
@@ -286,6 +298,23 @@ class StudyLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def _repair_journal(path: Path) -> None:
+    """What a process killed while writing a journal file may leave, removed by the one process
+    that may touch the file now (the holder of the exclusive StudyLock): Optuna's lock link,
+    which would make the next write wait out its 30 s grace period, and a last line cut short,
+    which would corrupt the line written after it."""
+    Path(f"{path}{JOURNAL_LOCK_SUFFIX}").unlink(missing_ok=True)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
 
 
 class Heartbeat:

@@ -33,8 +33,15 @@ def test_a_search_runs_its_stages_and_writes_json_and_html(finished):
     assert report["best"]["value"] == max(t["value"] or 0 for t in report["trials"])
     html = (out / "search.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # lr, weight decay, stage ranges
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{out}/study.db")
+    study = optuna.load_study(study_name="tiny", storage=_journal(out))
     assert len(study.trials) == 9  # readable by plain Optuna (and optuna-dashboard)
+
+
+def _journal(out):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(out / "study.journal")))
 
 
 def _study_state(url, name):
@@ -46,7 +53,7 @@ def test_bad_input_is_one_line_and_exit_2_and_leaves_the_study_untouched(
     finished, make_config, tmp_path, capsys
 ):
     tiny_config, out = finished
-    url = f"sqlite:///{out}/study.db"
+    url = _journal(out)
     before = _study_state(url, "tiny")
     capsys.readouterr()
     changed = make_config(tmp_path / "tiny.toml", stages="[[stages]]\ntrials = 4\nepochs = 1\n")
@@ -64,7 +71,10 @@ def test_bad_input_is_one_line_and_exit_2_and_leaves_the_study_untouched(
         (["search", str(malformed), "--out", str(out)], "malformed TOML"),
         (["search", str(tmp_path / "none.toml")], "does not exist"),
         (["search", str(tiny_config), "--storage", "mongodb://x/y"], "unknown storage URL"),
-        (["search", str(tiny_config), "--storage", url, "--workers", "2"], "one writer"),
+        (
+            ["search", str(tiny_config), "--storage", f"sqlite:///{out}/s.db", "--workers", "2"],
+            "one writer",
+        ),
         (
             ["search", str(tiny_config), "--storage", "postgresql://u:pw@127.0.0.1:1/db"],
             "cannot open storage postgresql://u:***@127.0.0.1:1/db",
@@ -80,9 +90,9 @@ def test_bad_input_is_one_line_and_exit_2_and_leaves_the_study_untouched(
 
 def test_resume_of_a_finished_study_changes_nothing_and_prints_the_summary(finished, capsys):
     tiny_config, out = finished
-    before = _study_state(f"sqlite:///{out}/study.db", "tiny")
+    before = _study_state(_journal(out), "tiny")
     assert main(["search", str(tiny_config), "--out", str(out), "--no-live", "--resume"]) == 0
-    assert _study_state(f"sqlite:///{out}/study.db", "tiny")[1] == before[1]
+    assert _study_state(_journal(out), "tiny")[1] == before[1]
     printed = capsys.readouterr().out
     assert "best configuration" in printed and "stages" in printed
 
@@ -95,6 +105,9 @@ def test_local_workers_share_one_journal_study(tiny_config, tmp_path, workers, m
     argv = ["search", str(tiny_config), "--out", str(out), "--workers", str(workers)]
     assert main([*argv, "--no-live"]) == 0
     assert (out / "study.journal").exists() and not (out / "study.db").exists()
+    # the same folder with one process continues that study, not another one
+    assert main(["search", str(tiny_config), "--out", str(out), "--no-live", "--resume"]) == 0
+    assert not (out / "study.db").exists()
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))
     )

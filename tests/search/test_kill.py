@@ -3,7 +3,6 @@ the trial the kill interrupted is run again with its parameters, and the budget 
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -24,19 +23,24 @@ STAGES = """
 """
 
 
-def _complete(db):
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
-            rows = connection.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'")
-            return rows.fetchone()[0]
-    except sqlite3.Error:  # not created yet
+def _storage(journal):
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+
+
+def _complete(journal):
+    if not journal.exists():
         return 0
+    try:
+        study = optuna.load_study(study_name="kill", storage=_storage(journal))
+    except KeyError:  # not created yet
+        return 0
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def test_kill_9_mid_stage_then_resume_keeps_every_completed_trial(make_config, tmp_path):
     config = make_config(tmp_path / "kill.toml", stages=STAGES)
     out = tmp_path / "out"
-    db = out / "study.db"
+    db = out / "study.journal"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable,
@@ -58,7 +62,7 @@ def test_kill_9_mid_stage_then_resume_keeps_every_completed_trial(make_config, t
     process.wait()
     process.stderr.close()
 
-    storage = f"sqlite:///{db}"
+    storage = _storage(db)
     killed = optuna.load_study(study_name="kill", storage=storage).get_trials()
     done = {t.number: (t.params, t.value) for t in killed if t.state == TrialState.COMPLETE}
     running = [t for t in killed if t.state == TrialState.RUNNING]
@@ -66,7 +70,7 @@ def test_kill_9_mid_stage_then_resume_keeps_every_completed_trial(make_config, t
     assert len(running) <= 1
 
     assert main(["search", str(config), "--out", str(out), "--resume", "--no-live"]) == 0
-    trials = optuna.load_study(study_name="kill", storage=storage).get_trials()
+    trials = optuna.load_study(study_name="kill", storage=_storage(db)).get_trials()
     for number, (params, value) in done.items():
         assert trials[number].state == TrialState.COMPLETE
         assert (trials[number].params, trials[number].value) == (params, value)

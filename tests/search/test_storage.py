@@ -6,16 +6,33 @@ from babysit.errors import UsageError
 from babysit.search.storage import StudyLock, open_storage, resolve_storage
 
 
-def test_the_default_is_sqlite_for_one_process_and_a_journal_file_for_workers(tmp_path):
+def test_a_run_folder_has_one_study_file_whatever_the_number_of_workers(tmp_path):
     one = resolve_storage(None, tmp_path)
     assert (one.kind, one.url, one.path) == (
-        "sqlite",
-        f"sqlite:///{tmp_path}/study.db",
-        tmp_path / "study.db",
+        "journal",
+        f"journal:{tmp_path}/study.journal",
+        tmp_path / "study.journal",
     )
-    many = resolve_storage(None, tmp_path, workers=4)
-    assert (many.kind, many.path) == ("journal", tmp_path / "study.journal")
-    assert one.local and many.local
+    assert resolve_storage(None, tmp_path, workers=4) == one and one.local
+
+
+def test_a_run_folder_with_an_older_sqlite_study_keeps_it_and_refuses_workers(tmp_path):
+    (tmp_path / "study.db").write_bytes(b"")
+    spec = resolve_storage(None, tmp_path)
+    assert (spec.kind, spec.path) == ("sqlite", tmp_path / "study.db")
+    with pytest.raises(UsageError, match="is a SQLite file .* continue it without --workers"):
+        resolve_storage(None, tmp_path, workers=2)
+
+
+def test_the_exclusive_lock_repairs_what_a_killed_journal_writer_left(tmp_path):
+    spec = resolve_storage(None, tmp_path)
+    spec.path.write_bytes(b'{"op_code": 0}\n{"op_co')
+    stale = tmp_path / "study.journal.lock"
+    stale.symlink_to(spec.path)
+    with StudyLock(spec).acquire(exclusive=False):  # a worker joining touches nothing
+        assert stale.is_symlink()
+    with StudyLock(spec).acquire(exclusive=True):
+        assert spec.path.read_bytes() == b'{"op_code": 0}\n' and not stale.is_symlink()
 
 
 @pytest.mark.parametrize(
@@ -73,7 +90,7 @@ def test_an_unwritable_sqlite_path_is_a_usage_error(tmp_path):
 
 
 def test_the_study_lock_is_exclusive_then_shared(tmp_path):
-    spec = resolve_storage(None, tmp_path, workers=2)
+    spec = resolve_storage(None, tmp_path)
     first = StudyLock(spec).acquire(exclusive=True)
     with pytest.raises(UsageError, match="in use"):
         StudyLock(spec).acquire(exclusive=False)
