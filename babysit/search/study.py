@@ -307,12 +307,22 @@ def open_study(
                 f"pass --resume to join it"
             ) from None
         return _load(plan, spec, storage, study_name, wait=True)
+    _set_up(study, plan)
+    return study
+
+
+def _set_up(study: optuna.Study, plan: Plan) -> None:
+    """Store the plan in a new study and queue its trials."""
     study.set_user_attr(PLAN_ATTR, plan.to_json())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names([plan.metric])  # optuna-dashboard labels the value with it
     _queue(study, plan)
-    return study
+
+
+def _empty(study: optuna.Study) -> bool:
+    """No trial and no user attribute: a study created a moment ago, or whose creator died."""
+    return not study.user_attrs and not study.get_trials(deepcopy=False)
 
 
 def _queue(study: optuna.Study, plan: Plan) -> None:
@@ -336,7 +346,18 @@ def _load(plan: Plan, spec: StorageSpec, storage: Any, study_name: str, wait: bo
     while stored is None and (wait or not spec.local) and time.monotonic() < deadline:
         time.sleep(POLL_S)
         stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(PLAN_ATTR)
+    if stored is None and _empty(study) and spec.local and not wait:
+        # Its creator was killed between creating it and storing the plan (two writes no
+        # storage makes atomic); we hold the file exclusively, so no one else is setting it up.
+        _set_up(study, plan)
+        return study
     if stored is None:
+        if _empty(study):
+            raise UsageError(
+                f"study {study_name!r} in {spec.display} is empty and has no plan (its creator "
+                f"was stopped while setting it up): delete it (optuna delete-study "
+                f"--study-name {study_name} --storage URL) and start again"
+            )
         raise UsageError(
             f"study {study_name!r} in {spec.display} was not made by babysit search; "
             f"choose another --study name"

@@ -315,3 +315,30 @@ def _retry_of(trial):
     """The trial a babysit Trial retries (Optuna's `failed_trial` system attribute), or None."""
     frozen = trial.optuna.study._storage.get_trial(trial.optuna._trial_id)
     return frozen.system_attrs.get("failed_trial")
+
+
+def test_resume_adopts_a_study_whose_creator_died_before_storing_the_plan(tmp_path):
+    """kill -9 between create_study and the plan's write leaves an empty study: without
+    --resume it is refused (pointing at --resume), with --resume it is set up and run."""
+    url = _url(tmp_path)
+    optuna.create_study(study_name="cut", storage=url, direction="maximize")
+    with pytest.raises(UsageError, match=r"already exists .*\(0 trials\): pass --resume"):
+        search(peaked, SPACE, [Stage(3, epochs=1)], storage=url, study_name="cut")
+    result = search(peaked, SPACE, [Stage(3, epochs=1)], storage=url, study_name="cut", resume=True)
+    assert result.stages[0].complete == 3 and result.done
+
+
+def test_an_empty_study_on_a_shared_database_is_not_adopted_but_explained(tmp_path, monkeypatch):
+    from babysit.search.plan import Plan
+    from babysit.search.stages import check_stages
+    from babysit.search.storage import StorageSpec
+    from babysit.search.study import open_study
+
+    from babysit.search import study as study_module
+
+    monkeypatch.setattr(study_module, "PLAN_TIMEOUT_S", 0.5)  # the wait for a creator
+    spec = StorageSpec(f"sqlite:///{tmp_path}/shared.db", "rdb")  # stands in for PostgreSQL
+    optuna.create_study(study_name="cut", storage=spec.url, direction="maximize")
+    plan = Plan(parse_space({"lr": {"low": 1e-3, "high": 1.0}}), tuple(check_stages([Stage(2, 1)])))
+    with pytest.raises(UsageError, match=r"is empty and has no plan .*\(optuna delete-study"):
+        open_study(plan, spec, "cut", resume=True, join=True)
