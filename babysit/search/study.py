@@ -583,9 +583,3 @@ def fail_trials_of(study: optuna.Study, pid: int) -> list[int]:
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         retry_later(study, storage.get_trial(t._trial_id))
     return [t.number for t in orphans]
-
-
-def parent_watch() -> Callable[[], bool]:
-    """A `should_stop` for worker processes: true once the parent process is gone."""
-    parent = os.getppid()
-    return lambda: os.getppid() != parent

@@ -7,7 +7,8 @@ import optuna
 import pytest
 
 from babysit.cli import main
-from tests.search.conftest import TINY_DATA
+
+TINY_DATA = "synthetic:n=150,shape=8,classes=3,seed=1"  # as in conftest.py
 
 
 def _error_lines(capsys):

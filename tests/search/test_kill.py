@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -81,3 +82,49 @@ def test_kill_9_mid_stage_then_resume_keeps_every_completed_trial(make_config, t
         (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
         assert retry.state.is_finished() and retry.state != TrialState.FAIL
         assert retry.params == orphan.params or not orphan.params
+
+
+def _children(pid):
+    """The processes whose parent is `pid`, from /proc."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _running(pid):
+    """Alive and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_workers_die_with_their_parent_even_while_they_are_still_starting(make_config, tmp_path):
+    """kill -9 of a --workers run while its workers import torch: no orphan finishes the study
+    unattended (they die at once, or stop at their first instruction)."""
+    config = make_config(tmp_path / "orphans.toml", stages=STAGES)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "babysit", "search", str(config), "--out", str(out)]
+    process = subprocess.Popen(
+        [*command, "--workers", "2", "--no-live"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while len(_children(process.pid)) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, "no workers started"
+        time.sleep(0.002)
+    workers = _children(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 5
+    while any(_running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(w) for w in workers)

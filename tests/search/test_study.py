@@ -329,12 +329,11 @@ def test_resume_adopts_a_study_whose_creator_died_before_storing_the_plan(tmp_pa
 
 
 def test_an_empty_study_on_a_shared_database_is_not_adopted_but_explained(tmp_path, monkeypatch):
+    from babysit.search import study as study_module
     from babysit.search.plan import Plan
     from babysit.search.stages import check_stages
     from babysit.search.storage import StorageSpec
     from babysit.search.study import open_study
-
-    from babysit.search import study as study_module
 
     monkeypatch.setattr(study_module, "PLAN_TIMEOUT_S", 0.5)  # the wait for a creator
     spec = StorageSpec(f"sqlite:///{tmp_path}/shared.db", "rdb")  # stands in for PostgreSQL
