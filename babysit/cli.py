@@ -366,6 +366,12 @@ def search_command(
         ),
     ] = None,
     live: Annotated[bool, typer.Option(help="Show the live table of trials on stderr.")] = True,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1, help="torch threads per process (1 is fastest for small models on a CPU)."
+        ),
+    ] = 1,
 ) -> None:
     """Coarse-to-fine random search on Optuna: stages that narrow the ranges, the 3x loss abort,
     boundary warnings. Run the same command on each machine of a shared PostgreSQL study."""
@@ -412,6 +418,7 @@ def search_command(
             resume=resume,
             progress=view.update if view else None,
             on_start=started,
+            threads=threads,
         )
     except KeyboardInterrupt:
         console.print(f"interrupted: no completed trial is lost; continue with: {resume_hint}")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial
 
 from babysit.errors import UsageError
@@ -39,6 +40,10 @@ from babysit.search.study import (
 __all__ = ["run_search"]
 
 Progress = Callable[[Sequence[FrozenTrial]], None]
+# Small models on a CPU train fastest on one torch thread per process: the example search took
+# 22 s with torch's default threads beside one CPU-bound neighbour, 11 s with one (issue 15;
+# the checkup and the lab measured the same). `--threads` changes it.
+CPU_THREADS = 1
 # How long the parent waits for workers to stop after Ctrl-C before terminating them.
 STOP_TIMEOUT_S = 10.0
 
@@ -60,14 +65,18 @@ def run_search(
     progress: Progress | None = None,
     on_start: Callable[[optuna.Study, list[int]], None] | None = None,
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+    threads: int = CPU_THREADS,
 ) -> SearchResult:
     """Run (or continue) the search `config` describes; returns its SearchResult.
 
     `progress(trials)` is called whenever trials change; `on_start(study, recovered)` once
-    the study is open, with the numbers of trials put back in the queue.
+    the study is open, with the numbers of trials put back in the queue. Each process trains
+    on `threads` torch threads (restored afterwards in this one).
     """
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise UsageError(f"--threads must be a positive integer, got {threads!r}")
     objective = config.objective() if workers == 1 else None  # workers load their own data
     if objective is None:
         config.objective()  # check the data and model before touching any study
@@ -83,10 +92,17 @@ def run_search(
             progress(study.get_trials(deepcopy=False))
         if workers == 1:
             callbacks = [lambda s, t: progress(s.get_trials(deepcopy=False))] if progress else []
-            run_trials(study, config.plan, objective, callbacks=callbacks)
+            saved = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                run_trials(study, config.plan, objective, callbacks=callbacks)
+            finally:
+                torch.set_num_threads(saved)
         else:
             lock.share()
-            _run_workers(config, spec, study_name, workers, study, progress, heartbeat_interval)
+            _run_workers(
+                config, spec, study_name, workers, study, progress, heartbeat_interval, threads
+            )
             check_stopped(study)
         return load_result(study)
     finally:
@@ -147,8 +163,8 @@ def _run_workers(
     study: optuna.Study,
     progress: Progress | None,
     heartbeat_interval: int,
+    threads: int,
 ) -> None:
-    threads = max(1, (os.cpu_count() or 1) // workers)
     processes = [
         _start_worker(
             index,
@@ -198,8 +214,6 @@ def worker_main(task: bytes) -> None:
     """A worker process's work (started by `_WORKER_BOOT`): join the study and run trials
     until none is left or the parent is gone."""
     config, spec, study_name, index, threads, heartbeat_interval, parent = pickle.loads(task)
-    import torch
-
     quiet_optuna()
     torch.set_num_threads(threads)
     try:

@@ -222,3 +222,26 @@ def _retry_of(trial):
     """The trial a babysit Trial retries (Optuna's `failed_trial` system attribute), or None."""
     frozen = trial.optuna.study._storage.get_trial(trial.optuna._trial_id)
     return frozen.system_attrs.get("failed_trial")
+
+
+@pytest.mark.parametrize(("argv", "expected"), [([], 1), (["--threads", "2"], 2)])
+def test_a_one_process_search_trains_on_one_torch_thread_unless_told(
+    make_config, tmp_path, monkeypatch, argv, expected
+):
+    import torch
+
+    from babysit.search.objective import ModelObjective
+
+    config = make_config(tmp_path / "tiny.toml", stages="[[stages]]\ntrials = 2\nepochs = 1\n")
+    real, seen = ModelObjective.__call__, []
+
+    def counting(self, trial):
+        seen.append(torch.get_num_threads())
+        return real(self, trial)
+
+    monkeypatch.setattr(ModelObjective, "__call__", counting)
+    torch.set_num_threads(3)  # what torch would pick on a bigger machine
+    out = tmp_path / "out"
+    assert main(["search", str(config), "--out", str(out), "--no-live", *argv]) == 0
+    assert seen == [expected, expected]
+    assert torch.get_num_threads() == 3  # restored
