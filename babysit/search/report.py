@@ -155,9 +155,10 @@ def _pruned_text(count: int, reasons: dict[str, int]) -> str:
 
 
 def _trial_dict(trial: FrozenTrial) -> dict[str, Any]:
+    stage = stage_of(trial)
     return {
         "number": trial.number,
-        "stage": stage_of(trial),
+        "stage": None if stage is None else stage + 1,  # as on screen: the first stage is 1
         "state": trial.state.name,
         "value": trial.value if trial.state == TrialState.COMPLETE else None,
         "last_reported": trial.intermediate_values[trial.last_step]
@@ -172,7 +173,9 @@ def _trial_dict(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def result_dict(result: SearchResult, storage: str | None = None) -> dict[str, Any]:
-    """search.json: the plan, the best trial, each stage (ranges, counts, warnings), trials."""
+    """search.json: the plan, the best trial, each stage (ranges, counts, warnings), trials.
+    Stages are numbered from 1, as on screen and in search.html (the study's `stage` trial
+    attribute is the 0-based index)."""
     best = result.best_trial
     return {
         "study": result.study.study_name,
@@ -181,10 +184,10 @@ def result_dict(result: SearchResult, storage: str | None = None) -> dict[str, A
         "given_up": result.given_up,
         "plan": result.plan.to_json(),
         "best": None if best is None else {**_trial_dict(best)},
-        "warnings": [{"stage": i, **w.to_dict()} for i, w in result.warnings],
+        "warnings": [{"stage": i + 1, **w.to_dict()} for i, w in result.warnings],
         "stages": [
             {
-                "index": s.index,
+                "stage": s.index + 1,
                 **s.stage.to_dict(),
                 "ranges": space_to_json(s.space),
                 "complete": s.complete,

@@ -93,3 +93,20 @@ def test_the_live_table_and_the_summary_render(result):
     print_summary(result, console=console)
     text = console.export_text()
     assert "best configuration" in text and f"{result.best_value:.4f}" in text
+
+
+def test_search_json_numbers_stages_from_1_as_the_screen_does(result, tmp_path):
+    (json_path, _) = write_report(result, tmp_path)
+    data = json.loads(json_path.read_text())
+    assert [s["stage"] for s in data["stages"]] == [1, 2]
+    assert {t["stage"] for t in data["trials"]} == {1, 2}
+    first = [t for t in data["trials"] if t["stage"] == 1]
+    assert len(first) == result.plan.stages[0].trials
+    best_stage = result.best_trial.user_attrs["stage"] + 1
+    assert data["best"]["stage"] == best_stage
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    print_summary(result, console=console)
+    text = console.export_text()
+    assert f"#{result.best_trial.number}, stage {best_stage}" in text
+    for warning in data["warnings"]:
+        assert f"boundary warning (stage {warning['stage']})" in text
