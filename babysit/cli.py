@@ -395,9 +395,9 @@ def search_command(
         + (f" --workers {workers}" if workers > 1 else "")
     )
 
-    def started(opened, recovered: list[int]) -> None:
-        finished = sum(t.state.is_finished() for t in opened.get_trials(deepcopy=False))
-        verb = "resuming" if resume and finished else "starting"
+    def started(opened, recovered: list[int], created: bool) -> None:
+        finished = any(t.state.is_finished() for t in opened.get_trials(deepcopy=False))
+        verb = "starting" if created else "resuming" if finished else "joining"
         console.print(
             f"{verb} study [bold]{name}[/] in {spec.display}: {cfg.plan.total_trials} trials in "
             f"{len(cfg.plan.stages)} stages" + (f", {workers} workers" if workers > 1 else "")

@@ -63,14 +63,15 @@ def run_search(
     workers: int = 1,
     resume: bool = False,
     progress: Progress | None = None,
-    on_start: Callable[[optuna.Study, list[int]], None] | None = None,
+    on_start: Callable[[optuna.Study, list[int], bool], None] | None = None,
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
     threads: int = CPU_THREADS,
 ) -> SearchResult:
     """Run (or continue) the search `config` describes; returns its SearchResult.
 
     `progress(trials)` is called whenever trials change; `on_start(study, recovered)` once
-    the study is open, with the numbers of trials put back in the queue. Each process trains
+    the study is open, with the numbers of trials put back in the queue and whether this run
+    created the study (False: it resumes or joins one). Each process trains
     on `threads` torch threads (restored afterwards in this one).
     """
     if workers < 1:
@@ -82,12 +83,12 @@ def run_search(
         config.objective()  # check the data and model before touching any study
     lock = StudyLock(spec).acquire(exclusive=True)
     try:
-        study = open_study(
+        study, created = open_study(
             config.plan, spec, study_name, resume=resume, heartbeat_interval=heartbeat_interval
         )
         recovered = recover(study, spec)
         if on_start:
-            on_start(study, recovered)
+            on_start(study, recovered, created)
         if progress:
             progress(study.get_trials(deepcopy=False))
         if workers == 1:
@@ -219,7 +220,7 @@ def worker_main(task: bytes) -> None:
     try:
         objective = config.objective()
         with StudyLock(spec).acquire(exclusive=False):
-            study = open_study(
+            study, _ = open_study(
                 config.plan,
                 spec,
                 study_name,

@@ -230,7 +230,7 @@ def search(
     )
     spec = resolve_storage(storage, Path.cwd())
     with StudyLock(spec).acquire(exclusive=True):
-        study = open_study(plan, spec, study_name, resume=resume)
+        study, _ = open_study(plan, spec, study_name, resume=resume)
         recover(study, spec)
         run_trials(study, plan, objective, callbacks=callbacks)
         check_stopped(study)
@@ -273,10 +273,10 @@ def open_study(
     resume: bool,
     join: bool = False,
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
-) -> optuna.Study:
+) -> tuple[optuna.Study, bool]:
     """Create the study and queue its trials, or load it (`resume`/`join`) after checking it
-    was made from the same plan. Everything is checked before anything is written: a refused
-    start leaves an existing study untouched."""
+    was made from the same plan; returns it and whether this call created it. Everything is
+    checked before anything is written: a refused start leaves an existing study untouched."""
     if not isinstance(study_name, str) or not study_name.strip():
         raise UsageError(f"the study name must be a non-empty string, got {study_name!r}")
     storage = open_storage(spec, heartbeat_interval)
@@ -289,7 +289,7 @@ def open_study(
                 f"({len(study.get_trials(deepcopy=False))} trials): pass --resume to continue "
                 f"it, or choose another --study name"
             )
-        return _load(plan, spec, storage, study_name, wait=join)
+        return _load(plan, spec, storage, study_name, wait=join), False
     if join:
         raise UsageError(f"study {study_name!r} does not exist in {spec.display}")
     try:
@@ -306,9 +306,9 @@ def open_study(
                 f"study {study_name!r} was just created in {spec.display} by another process: "
                 f"pass --resume to join it"
             ) from None
-        return _load(plan, spec, storage, study_name, wait=True)
+        return _load(plan, spec, storage, study_name, wait=True), False
     _set_up(study, plan)
-    return study
+    return study, True
 
 
 def _set_up(study: optuna.Study, plan: Plan) -> None:

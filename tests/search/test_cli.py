@@ -245,3 +245,21 @@ def test_a_one_process_search_trains_on_one_torch_thread_unless_told(
     assert main(["search", str(config), "--out", str(out), "--no-live", *argv]) == 0
     assert seen == [expected, expected]
     assert torch.get_num_threads() == 3  # restored
+
+
+def test_a_run_that_joins_a_study_another_process_created_says_joining(
+    tiny_config, tmp_path, capsys
+):
+    from babysit.search.config import load_config
+    from babysit.search.storage import resolve_storage
+    from babysit.search.study import open_study
+
+    out = tmp_path / "out"
+    study, created = open_study(
+        load_config(tiny_config).plan, resolve_storage(None, out), "tiny", resume=False
+    )  # another machine created it, nothing ran yet
+    assert created
+    capsys.readouterr()
+    assert main(["search", str(tiny_config), "--out", str(out), "--no-live", "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "joining study tiny" in err and "starting" not in err
