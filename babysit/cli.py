@@ -378,7 +378,7 @@ def search_command(
     from pathlib import Path
 
     from babysit.report.terminal import stderr as console
-    from babysit.search.config import load_config
+    from babysit.search.config import default_out, load_config
     from babysit.search.report import LiveTrials, print_summary, write_report
     from babysit.search.runner import quiet_optuna, run_search
     from babysit.search.storage import resolve_storage
@@ -387,7 +387,7 @@ def search_command(
     quiet_optuna()
     cfg = load_config(config)
     name = study or cfg.study
-    out = Path(out) if out is not None else Path("runs") / name
+    out = Path(out) if out is not None else default_out(name)
     spec = resolve_storage(storage, out, workers)
     resume_hint = (
         f"babysit search {config} --study {name} --resume"

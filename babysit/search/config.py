@@ -27,19 +27,24 @@ See docs/search.md for every key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from babysit.errors import ConfigError
+from babysit.errors import ConfigError, UsageError
 from babysit.search.objective import PREPROCESSING, ModelObjective, check_hyperparameters
 from babysit.search.plan import Plan
 from babysit.search.space import LOG_BY_DEFAULT, Narrowing, parse_space, with_limits
 from babysit.search.stages import DEFAULT_STAGES, check_stages
 from babysit.train.callbacks import LOSS_ABORT_FACTOR
 
-__all__ = ["SearchConfig", "load_config", "parse_config"]
+__all__ = ["SearchConfig", "default_out", "load_config", "parse_config"]
+
+# A study name that becomes a folder under runs/: one plain path component.
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+RUNS = Path("runs")
 
 _TOP_KEYS = {
     "study",
@@ -77,6 +82,16 @@ class SearchConfig:
     def objective(self) -> ModelObjective:
         """The ModelObjective this config describes (loads the data)."""
         return ModelObjective(self.data, self.model, self.fixed, self.preprocess, self.plan.seed)
+
+
+def default_out(study: str) -> Path:
+    """runs/STUDY, the default run folder, for a study name that is one plain folder name."""
+    if not _FOLDER_NAME.fullmatch(study):
+        raise UsageError(
+            f"study name {study!r} would make the folder {RUNS / study}, outside runs/: use a "
+            f"plain name (letters, digits, '.', '_', '-'), or give --out DIR"
+        )
+    return RUNS / study
 
 
 def load_config(path: str | Path) -> SearchConfig:

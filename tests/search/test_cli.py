@@ -263,3 +263,19 @@ def test_a_run_that_joins_a_study_another_process_created_says_joining(
     assert main(["search", str(tiny_config), "--out", str(out), "--no-live", "--resume"]) == 0
     err = capsys.readouterr().err
     assert "joining study tiny" in err and "starting" not in err
+
+
+@pytest.mark.parametrize("name", ["../x", "/tmp/x", "a/b", ".."])
+def test_a_study_name_that_would_leave_runs_is_refused(
+    make_config, tmp_path, monkeypatch, capsys, name
+):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    config = make_config(tmp_path / "c.toml", extra=f'study = "{name}"')
+    assert main(["search", str(config), "--no-live"]) == 2
+    (line,) = _error_lines(capsys)
+    assert f"study name {name!r} would make the folder" in line and "--out DIR" in line
+    assert main(["search", str(config), "--no-live", "--study", name]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "work"]
+    assert not any(work.iterdir())
