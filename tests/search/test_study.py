@@ -341,3 +341,16 @@ def test_an_empty_study_on_a_shared_database_is_not_adopted_but_explained(tmp_pa
     plan = Plan(parse_space({"lr": {"low": 1e-3, "high": 1.0}}), tuple(check_stages([Stage(2, 1)])))
     with pytest.raises(UsageError, match=r"is empty and has no plan .*\(optuna delete-study"):
         open_study(plan, spec, "cut", resume=True, join=True)
+
+
+def test_queueing_many_trials_says_so_instead_of_looking_hung(tmp_path, capsys, monkeypatch):
+    from babysit.search import study as study_module
+
+    monkeypatch.setattr(study_module, "QUEUE_NOTICE", 30)  # 1000 in use: too slow for a test
+    url = f"journal:{tmp_path}/many.journal"
+    stages = [Stage(20, epochs=1), Stage(10, epochs=1)]
+    result = search(lambda t: 0.5, {"lr": (1e-3, 1.0)}, stages, storage=url, study_name="many")
+    assert "babysit: queueing 30 trials..." in capsys.readouterr().err
+    assert result.stages[0].complete == 20
+    search(lambda t: 0.5, {"lr": (1e-3, 1.0)}, stages[:1], storage=url, study_name="few")
+    assert "queueing" not in capsys.readouterr().err
