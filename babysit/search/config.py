@@ -119,7 +119,7 @@ def load_config(path: str | Path) -> SearchConfig:
         import yaml
 
         try:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader: no Python objects
         except yaml.YAMLError as e:
             message = " ".join(str(e).split())
             raise ConfigError(f"{path}: malformed YAML: {message}") from None
@@ -178,6 +178,22 @@ def parse_config(
         objective={"data": data, "preprocess": preprocess, "model": model, "fixed": dict(fixed)},
     )
     return SearchConfig(study, data, preprocess, model, dict(fixed), plan, path)
+
+
+# YAML 1.1 (PyYAML) reads a float only with a dot, so `1e-3` would be the string "1e-3";
+# YAML 1.2 and TOML read it as a number. This pattern adds 1e-3, 1E+5, -2e-6 to the floats.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+def _yaml_loader():
+    """PyYAML's SafeLoader that also reads `1e-3` as a float (as YAML 1.2 and TOML do)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+    return Loader
 
 
 def _string(raw: Mapping[str, Any], key: str, default: str) -> str:
