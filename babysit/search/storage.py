@@ -154,7 +154,11 @@ def open_storage(
         return _shared_database(spec, heartbeat_interval, grace_period)
     except ImportError as e:
         driver = spec.url.split(":", 1)[0]
-        hint = " (pip install 'babysit[postgres]')" if driver.startswith("postgres") else ""
+        hint = (
+            " (pip install 'babysit[postgres]', or psycopg[binary])"
+            if driver.startswith("postgres")
+            else ""
+        )
         raise UsageError(
             f"no database driver for {spec.display}: {_first_line(e.__cause__ or e)}{hint}"
         ) from None
@@ -170,8 +174,9 @@ CREATE_ATTEMPTS = 3
 
 
 def _with_driver(url: str) -> str:
-    """`postgresql://` means psycopg (3) to SQLAlchemy 2.1; babysit's postgres extra installs
-    psycopg2, so use it when psycopg is absent."""
+    """`postgresql://` means psycopg (3) to SQLAlchemy 2.1, which babysit's postgres extra
+    installs (so the same URL works in plain Optuna and optuna-dashboard); with psycopg2 alone
+    (an older install), babysit uses it for that URL."""
     import importlib.util
 
     if (
