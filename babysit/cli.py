@@ -377,6 +377,8 @@ def search_command(
     boundary warnings. Run the same command on each machine of a shared PostgreSQL study."""
     from pathlib import Path
 
+    from rich.markup import escape
+
     from babysit.report.terminal import stderr as console
     from babysit.search.config import default_out, load_config
     from babysit.search.report import LiveTrials, print_summary, write_report
@@ -399,11 +401,12 @@ def search_command(
         finished = any(t.state.is_finished() for t in opened.get_trials(deepcopy=False))
         verb = "starting" if created else "resuming" if finished else "joining"
         console.print(
-            f"{verb} study [bold]{name}[/] in {spec.display}: {cfg.plan.total_trials} trials in "
-            f"{len(cfg.plan.stages)} stages" + (f", {workers} workers" if workers > 1 else "")
+            f"{verb} study [bold]{escape(name)}[/] in {escape(spec.display)}: "
+            f"{cfg.plan.total_trials} trials in {len(cfg.plan.stages)} stages"
+            + (f", {workers} workers" if workers > 1 else "")
         )
         if recovered:
-            console.print(f"re-queued trials interrupted earlier: {recovered}")
+            console.print(f"re-queued trials interrupted earlier: {recovered}", markup=False)
 
     view = LiveTrials(cfg.plan, name) if live else None
     stopped: SearchStopped | None = None
@@ -421,7 +424,11 @@ def search_command(
             threads=threads,
         )
     except KeyboardInterrupt:
-        console.print(f"interrupted: no completed trial is lost; continue with: {resume_hint}")
+        console.print(
+            f"interrupted: no completed trial is lost; continue with: {resume_hint}",
+            markup=False,
+            highlight=False,
+        )
         raise
     except SearchStopped as e:
         stopped, result = e, load_result(e.study)
@@ -440,7 +447,9 @@ def search_command(
         console.print(_given_up_line(result), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     if not result.done:
-        console.print(f"[bold red]the search did not finish[/]; continue with: {resume_hint}")
+        console.print(
+            f"[bold red]the search did not finish[/]; continue with: {escape(resume_hint)}"
+        )
         raise typer.Exit(1)
 
 

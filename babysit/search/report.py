@@ -14,6 +14,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -46,6 +47,12 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def plain_text(text: object) -> str:
+    """`text` for a matplotlib label, drawn as written: a `$` would start mathtext (a name
+    such as `$\\frac{$` made the plot fail)."""
+    return str(text).replace("$", r"\$")
 
 
 def _note(trial: FrozenTrial) -> str:
@@ -82,10 +89,10 @@ class LiveTrials:
             mine = [t for t in trials if stage_of(t) == index]
             done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in mine)
             header.append(f"stage {index + 1}: {done}/{stage.trials} ({stage.budget})   ")
-        table = Table(title=f"search {self.study_name}", title_justify="left")
+        table = Table(title=Text(f"search {self.study_name}"), title_justify="left")
         for column in ("#", "stage", "status", self.plan.metric, *params, "note"):
             table.add_column(
-                column, justify="right" if column not in ("status", "note") else "left"
+                Text(column), justify="right" if column not in ("status", "note") else "left"
             )
         running = [t for t in trials if t.state == TrialState.RUNNING]
         finished = [t for t in trials if t.state.is_finished() and stage_of(t) is not None]
@@ -98,8 +105,8 @@ class LiveTrials:
                 str((stage_of(trial) or 0) + 1),
                 Text(state.lower(), style=_STATE_STYLE.get(state, "")),
                 "-" if value is None else f"{value:.4f}",
-                *(_fmt(trial.params[p]) if p in trial.params else "" for p in params),
-                _note(trial),
+                *(Text(_fmt(trial.params[p]) if p in trial.params else "") for p in params),
+                Text(_note(trial)),
             )
         return Group(header, table)
 
@@ -115,9 +122,9 @@ def print_summary(result: SearchResult, console: Console = stdout) -> None:
         summary.add_column("hyperparameter")
         summary.add_column("value", justify="right")
         summary.add_row("trial", f"#{best.number}, stage {stage_of(best) + 1}")
-        summary.add_row(plan.metric, f"{best.value:.4f}")
+        summary.add_row(Text(plan.metric), f"{best.value:.4f}")
         for name, value in best.params.items():
-            summary.add_row(name, _fmt(value))
+            summary.add_row(Text(name), Text(_fmt(value)))
         console.print(summary)
     stages = Table(title="stages")
     for column in ("stage", "budget", "complete", "pruned", "failed", "best", "ranges"):
@@ -131,7 +138,7 @@ def print_summary(result: SearchResult, console: Console = stdout) -> None:
             _pruned_text(s.pruned, s.prune_reasons),
             str(s.failed),
             "-" if s.best is None else f"{s.best.value:.4f}",
-            ranges,
+            Text(ranges),
         )
     console.print(stages)
     for s in result.stages:
@@ -143,9 +150,11 @@ def print_summary(result: SearchResult, console: Console = stdout) -> None:
             shown = ", ".join(f"#{n}" for n in numbers[:FAILED_SHOWN])
             more = f" and {len(numbers) - FAILED_SHOWN} more" if len(numbers) > FAILED_SHOWN else ""
             where = f"stage {s.index + 1}, trial {shown}{more}"
-            console.print(f"[bold red]failed[/] ({where}): {error}")
+            console.print(f"[bold red]failed[/] ({where}): {escape(error)}")
     for index, warning in result.warnings:
-        console.print(f"[bold yellow]boundary warning[/] (stage {index + 1}): {warning.message}")
+        console.print(
+            f"[bold yellow]boundary warning[/] (stage {index + 1}): {escape(warning.message)}"
+        )
 
 
 def _pruned_text(count: int, reasons: dict[str, int]) -> str:
@@ -356,8 +365,8 @@ def _scatter(result: SearchResult, name: str):
             )
     if isinstance(param, Float | Int) and param.log:
         ax.set_xscale("log")
-    ax.set_xlabel(name + (" (log scale)" if getattr(param, "log", False) else ""))
-    ax.set_ylabel(plan.metric)
+    ax.set_xlabel(plain_text(name) + (" (log scale)" if getattr(param, "log", False) else ""))
+    ax.set_ylabel(plain_text(plan.metric))
     ax.grid(True, alpha=0.3)
     if ax.has_data():
         ax.legend(fontsize="small", loc="best")
@@ -395,6 +404,6 @@ def _ranges_figure(result: SearchResult, names: Sequence[str]):
         ax.set_ylim(0.4, len(stages) + 0.6)
         if not isinstance(param, Categorical) and param.log:
             ax.set_xscale("log")
-        ax.set_title(name, fontsize="medium", loc="left")
+        ax.set_title(plain_text(name), fontsize="medium", loc="left")
         ax.grid(True, axis="x", alpha=0.3)
     return fig

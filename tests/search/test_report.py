@@ -110,3 +110,24 @@ def test_search_json_numbers_stages_from_1_as_the_screen_does(result, tmp_path):
     assert f"#{result.best_trial.number}, stage {best_stage}" in text
     for warning in data["warnings"]:
         assert f"boundary warning (stage {warning['stage']})" in text
+
+
+def test_markup_in_names_and_values_is_shown_as_written_not_parsed(tmp_path):
+    """A categorical value `[/]` is rich markup, a name `$\\frac{$` matplotlib mathtext: both
+    used to crash the summary or the plots after every trial had run."""
+    space = {"lr": (1e-3, 1.0), "$\\frac{$": (0.0, 1.0), "act": ["[/]", "[bold]x"]}
+
+    def failing_sometimes(trial):
+        if trial.params["act"] == "[bold]x":
+            raise ValueError("[/] in an error")
+        return trial.params["lr"]
+
+    result = search(failing_sometimes, space, [Stage(6, epochs=1)], study_name="[red]s")
+    console = Console(width=250, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(LiveTrials(result.plan, "[red]s", console=console).render(result.trials))
+    print_summary(result, console=console)
+    text = console.export_text()
+    assert "[/]" in text and "[bold]x" in text and "search [red]s" in text
+    assert "ValueError: [/] in an error" in text
+    json_path, html_path = write_report(result, tmp_path)
+    assert "[/]" in json_path.read_text() and html_path.read_text().count("<img") == 3
