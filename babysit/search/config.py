@@ -97,6 +97,11 @@ def default_out(study: str) -> Path:
 def load_config(path: str | Path) -> SearchConfig:
     """Read a .toml, .yaml or .yml search config."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"search config {str(path)!r} is a directory: give a .toml or .yaml file, e.g. "
+            f"examples/search_digits.toml"
+        )
     if not path.is_file():
         raise ConfigError(f"search config {str(path)!r} does not exist")
     suffix = path.suffix.lower()

@@ -290,3 +290,9 @@ def test_an_absurd_number_of_trials_is_refused_at_once(make_config, tmp_path, ca
     (line,) = _error_lines(capsys)
     assert "ask for 100000000 trials" in line and "more than the 10000 a search queues" in line
     assert not out.exists()
+
+
+def test_a_directory_given_as_the_config_is_named_a_directory(tmp_path, capsys):
+    assert main(["search", str(tmp_path), "--no-live"]) == 2
+    (line,) = _error_lines(capsys)
+    assert "is a directory: give a .toml or .yaml file" in line and "does not exist" not in line
