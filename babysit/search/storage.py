@@ -34,6 +34,7 @@ import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import (
     BaseStorage,
+    InMemoryStorage,
     JournalStorage,
     RDBStorage,
     RetryHeartbeatStaleTrialCallback,
@@ -72,8 +73,8 @@ _FORMS = "sqlite:///FILE, journal:FILE or a database URL such as postgresql://US
 
 @dataclass(frozen=True)
 class StorageSpec:
-    """A validated storage location. `kind` is "sqlite", "journal" or "rdb"; `path` is the
-    file of a local storage."""
+    """A validated storage location. `kind` is "sqlite", "journal", "rdb" or "memory" (one
+    process's in-memory study, Optuna's default); `path` is the file of a local storage."""
 
     url: str
     kind: str
@@ -81,12 +82,16 @@ class StorageSpec:
 
     @property
     def local(self) -> bool:
-        return self.kind in ("sqlite", "journal")
+        """No other process can reach the study: a local file held by StudyLock, or memory."""
+        return self.kind in ("sqlite", "journal", "memory")
 
     @property
     def display(self) -> str:
         """The URL with any password replaced by ***."""
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", self.url)
+
+
+IN_MEMORY = StorageSpec("memory", "memory")
 
 
 def resolve_storage(url: str | None, out: Path | str, workers: int = 1) -> StorageSpec:
@@ -143,6 +148,8 @@ def open_storage(
     cannot be opened raises a UsageError before any study is touched. A shared database gets
     a heartbeat every `heartbeat_interval` s; a trial silent for `grace_period` s is stale."""
     try:
+        if spec.kind == "memory":
+            return InMemoryStorage()
         if spec.kind == "journal":
             spec.path.parent.mkdir(parents=True, exist_ok=True)
             return JournalStorage(_JournalFile(str(spec.path)))
@@ -283,7 +290,7 @@ class StudyLock:
 
     def __init__(self, spec: StorageSpec):
         self.spec = spec
-        self.path = spec.path.parent / f".{spec.path.name}.lock" if spec.local else None
+        self.path = spec.path.parent / f".{spec.path.name}.lock" if spec.path else None
         self._fd: int | None = None
 
     def acquire(self, exclusive: bool) -> StudyLock:

@@ -64,6 +64,7 @@ from babysit.search.stages import (
 )
 from babysit.search.storage import (
     HEARTBEAT_INTERVAL_S,
+    IN_MEMORY,
     Heartbeat,
     StorageSpec,
     StudyLock,
@@ -217,9 +218,9 @@ def search(
 
     `space` maps names to ranges (`{"lr": (1e-6, 10)}` style tables: see `parse_space`);
     `stages` are `Stage(trials, epochs=... | steps=..., pruner=None)`. `storage` is any
-    Optuna URL (default: `sqlite:///study.db` in the working directory). With `resume`, an
-    existing study of that name is continued (or joined, from another machine) instead of
-    refused. `settings` are recorded with the plan, so a resumed run must match them.
+    Optuna URL (default: Optuna's own, an in-memory study: no file, gone with the process).
+    With `resume`, an existing study of that name is continued (or joined, from another
+    machine) instead of refused. `settings` are recorded with the plan, so a resumed run must match them.
     Returns a SearchResult; the study stays readable by optuna-dashboard.
     """
     plan = Plan(
@@ -232,7 +233,7 @@ def search(
         metric=metric,
         objective=dict(settings or {}),
     )
-    spec = resolve_storage(storage, Path.cwd())
+    spec = IN_MEMORY if storage is None else resolve_storage(storage, Path.cwd())
     with StudyLock(spec).acquire(exclusive=True):
         study, _ = open_study(plan, spec, study_name, resume=resume)
         recover(study, spec)

@@ -73,13 +73,39 @@ def test_sqlite_is_refused_for_several_workers():
         resolve_storage("sqlite:///s.db", "unused", workers=2)
 
 
+def _no_postgres_driver() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is None for name in ("psycopg", "psycopg2"))
+
+
 def test_passwords_never_show_in_messages():
     spec = resolve_storage("postgresql://me:s3cret@127.0.0.1:1/db", "unused")
     assert spec.display == "postgresql://me:***@127.0.0.1:1/db"
+    with pytest.raises(UsageError) as info:  # no server there, or no driver installed
+        open_storage(spec)
+    assert "s3cret" not in str(info.value) and "postgresql://me:***@127.0.0.1:1/db" in str(
+        info.value
+    )
+
+
+@pytest.mark.skipif(
+    _no_postgres_driver(), reason="no PostgreSQL driver: pip install 'babysit[postgres]'"
+)
+def test_an_unreachable_server_is_one_line_naming_the_storage():
+    spec = resolve_storage("postgresql://me:s3cret@127.0.0.1:1/db", "unused")
     with pytest.raises(UsageError) as info:
         open_storage(spec)
-    assert "s3cret" not in str(info.value)
     assert str(info.value).startswith("cannot open storage postgresql://me:***@127.0.0.1:1/db")
+
+
+def test_without_a_postgres_driver_the_message_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.setitem(sys.modules, "psycopg2", None)
+    with pytest.raises(UsageError, match=r"no database driver .*pip install 'babysit\[postgres\]'"):
+        open_storage(resolve_storage("postgresql://me:pw@127.0.0.1:1/db", "unused"))
 
 
 def test_an_unwritable_sqlite_path_is_a_usage_error(tmp_path):

@@ -354,3 +354,12 @@ def test_queueing_many_trials_says_so_instead_of_looking_hung(tmp_path, capsys, 
     assert result.stages[0].complete == 20
     search(lambda t: 0.5, {"lr": (1e-3, 1.0)}, stages[:1], storage=url, study_name="few")
     assert "queueing" not in capsys.readouterr().err
+
+
+def test_without_storage_the_study_lives_in_memory_and_writes_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = search(peaked, SPACE, [Stage(3, epochs=1)], study_name="same")
+    second = search(peaked, SPACE, [Stage(3, epochs=1)], study_name="same")  # no "exists"
+    assert first.stages[0].complete == second.stages[0].complete == 3
+    assert isinstance(first.study._storage, optuna.storages.InMemoryStorage)
+    assert list(tmp_path.iterdir()) == []
