@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +57,6 @@ _TOP_KEYS = {
     "space",
     "stages",
     "narrowing",
-}
-_NARROWING_KEYS = {
-    "top": "top_fraction",
-    "top_min": "top_min",
-    "pad": "pad",
-    "edge": "edge",
-    "widen": "widen",
 }
 
 
@@ -171,7 +164,7 @@ def parse_config(
     numeric = {n: (h.limits, h.open_limits) for n, h in known.items() if h.kind in ("float", "int")}
     space = with_limits(space, numeric)
     stages = tuple(check_stages(raw["stages"])) if "stages" in raw else DEFAULT_STAGES
-    narrowing = _narrowing(raw.get("narrowing", {}))
+    narrowing = Narrowing.from_dict(raw.get("narrowing", {}))
     seed = raw.get("seed", 0)
     loss_ratio = raw.get("loss_ratio", LOSS_ABORT_FACTOR)
     plan = Plan(
@@ -206,25 +199,3 @@ def _string(raw: Mapping[str, Any], key: str, default: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
     return value
-
-
-def _narrowing(raw: Any) -> Narrowing:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"[narrowing] must be a table, got {raw!r}")
-    unknown = set(raw) - set(_NARROWING_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"[narrowing]: unknown key {sorted(unknown)[0]!r}; use {', '.join(_NARROWING_KEYS)}"
-        )
-    defaults = {f.name: f.default for f in fields(Narrowing)}
-    values = {field: raw.get(key, defaults[field]) for key, field in _NARROWING_KEYS.items()}
-    if not isinstance(values["widen"], bool):
-        raise ConfigError(f"[narrowing] widen must be true or false, got {values['widen']!r}")
-    for key in ("top_fraction", "pad", "edge"):
-        if isinstance(values[key], bool) or not isinstance(values[key], int | float):
-            raise ConfigError(
-                f"[narrowing] {key.split('_')[0]} must be a number, got {values[key]!r}"
-            )
-    if isinstance(values["top_min"], bool) or not isinstance(values["top_min"], int):
-        raise ConfigError(f"[narrowing] top_min must be an integer, got {values['top_min']!r}")
-    return Narrowing(**values)

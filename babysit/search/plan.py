@@ -61,18 +61,11 @@ class Plan:
         return sum(s.trials for s in self.stages)
 
     def to_json(self) -> dict[str, Any]:
-        narrowing = self.narrowing
         return _normalised(
             {
                 "space": space_to_json(self.space),
                 "stages": [s.to_dict() for s in self.stages],
-                "narrowing": {
-                    "top": narrowing.top_fraction,
-                    "top_min": narrowing.top_min,
-                    "pad": narrowing.pad,
-                    "edge": narrowing.edge,
-                    "widen": narrowing.widen,
-                },
+                "narrowing": self.narrowing.to_dict(),
                 "seed": self.seed,
                 "loss_ratio": self.loss_ratio,
                 "direction": self.direction,
@@ -83,11 +76,10 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
-        n = data["narrowing"]
         return cls(
             space=space_from_json(data["space"]),
             stages=tuple(Stage(**s) for s in data["stages"]),
-            narrowing=Narrowing(n["top"], n["top_min"], n["pad"], n["edge"], n["widen"]),
+            narrowing=Narrowing.from_dict(data["narrowing"]),
             seed=data["seed"],
             loss_ratio=data["loss_ratio"],
             direction=data["direction"],

@@ -144,6 +144,16 @@ Param = Float | Int | Categorical
 Space = dict[str, Param]
 
 
+# A config's [narrowing] keys, and the Narrowing fields they set.
+NARROWING_KEYS = {
+    "top": "top_fraction",
+    "top_min": "top_min",
+    "pad": "pad",
+    "edge": "edge",
+    "widen": "widen",
+}
+
+
 @dataclass(frozen=True)
 class Narrowing:
     """How a stage's results become the next stage's ranges (see `narrow`)."""
@@ -167,6 +177,31 @@ class Narrowing:
 
     def top_count(self, completed: int) -> int:
         return min(completed, max(self.top_min, math.ceil(self.top_fraction * completed)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config's [narrowing] table (keys top, top_min, pad, edge, widen)."""
+        return {key: getattr(self, field) for key, field in NARROWING_KEYS.items()}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Narrowing:
+        """From a config's [narrowing] table or a stored plan; missing keys keep their default,
+        a wrong key or type is a ConfigError that names it."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"[narrowing] must be a table, got {raw!r}")
+        unknown = set(raw) - set(NARROWING_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"[narrowing]: unknown key {sorted(unknown)[0]!r}; use {', '.join(NARROWING_KEYS)}"
+            )
+        values = {field: raw[key] for key, field in NARROWING_KEYS.items() if key in raw}
+        for key, value in raw.items():
+            if key == "widen" and not isinstance(value, bool):
+                raise ConfigError(f"[narrowing] widen must be true or false, got {value!r}")
+            kinds = int if key == "top_min" else int | float
+            if key != "widen" and (isinstance(value, bool) or not isinstance(value, kinds)):
+                expected = "an integer" if key == "top_min" else "a number"
+                raise ConfigError(f"[narrowing] {key} must be {expected}, got {value!r}")
+        return cls(**values)
 
 
 @dataclass(frozen=True)

@@ -220,8 +220,8 @@ def search(
     `stages` are `Stage(trials, epochs=... | steps=..., pruner=None)`. `storage` is any
     Optuna URL (default: Optuna's own, an in-memory study: no file, gone with the process).
     With `resume`, an existing study of that name is continued (or joined, from another
-    machine) instead of refused. `settings` are recorded with the plan, so a resumed run must match them.
-    Returns a SearchResult; the study stays readable by optuna-dashboard.
+    machine) instead of refused. `settings` are recorded with the plan, so a resumed run must
+    match them. Returns a SearchResult; the study stays readable by optuna-dashboard.
     """
     plan = Plan(
         space=parse_space(_as_tables(space)),
