@@ -24,16 +24,13 @@ from optuna.trial import FrozenTrial
 
 from babysit.errors import UsageError
 from babysit.search.config import SearchConfig
+from babysit.search.opening import POLL_S, fail_trials_of, open_study, recover
 from babysit.search.storage import HEARTBEAT_INTERVAL_S, StorageSpec, StudyLock
 from babysit.search.study import (
-    POLL_S,
     SearchResult,
     SearchStopped,
     check_stopped,
-    fail_trials_of,
     load_result,
-    open_study,
-    recover,
     run_trials,
 )
 

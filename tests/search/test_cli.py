@@ -263,8 +263,8 @@ def test_a_run_that_joins_a_study_another_process_created_says_joining(
     tiny_config, tmp_path, capsys
 ):
     from babysit.search.config import load_config
+    from babysit.search.opening import open_study
     from babysit.search.storage import resolve_storage
-    from babysit.search.study import open_study
 
     out = tmp_path / "out"
     study, created = open_study(

@@ -141,8 +141,8 @@ def test_on_a_shared_database_a_trial_whose_heartbeat_stopped_is_failed_and_queu
     import optuna
     from optuna.trial import TrialState
 
+    from babysit.search.opening import recover
     from babysit.search.storage import Heartbeat, StorageSpec
-    from babysit.search.study import recover
 
     spec = StorageSpec(f"sqlite:///{tmp_path}/shared.db", "rdb")
     study = optuna.create_study(storage=open_storage(spec, heartbeat_interval=1, grace_period=1))

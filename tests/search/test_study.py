@@ -208,7 +208,7 @@ def test_resume_recovers_a_trial_left_running_by_a_killed_process(tmp_path):
     assert study.trials[orphan.number].state == TrialState.RUNNING
     result = load_result(study)
     assert result.stages[0].pending == 1
-    from babysit.search.study import recover
+    from babysit.search.opening import recover
 
     assert recover(study, resolve_storage(url, tmp_path)) == [orphan.number]
     trials = study.get_trials()
@@ -264,7 +264,7 @@ def test_bs_search_is_callable_even_once_the_package_is_imported(tmp_path):
 
 
 def test_the_trial_of_a_dead_local_worker_is_queued_again(tmp_path):
-    from babysit.search.study import WORKER_ATTR, fail_trials_of, worker_id
+    from babysit.search.opening import WORKER_ATTR, fail_trials_of, worker_id
 
     url = _url(tmp_path)
     search(peaked, SPACE, [Stage(1, epochs=1)], storage=url, study_name="w")
@@ -284,8 +284,8 @@ def test_the_trial_of_a_dead_local_worker_is_queued_again(tmp_path):
 def test_a_trial_interrupted_more_often_than_the_retry_cap_is_given_up_and_said_so(tmp_path):
     """Trial 1 (and each of its retries) is interrupted: after MAX_RETRIES retries it is given
     up; the result says which, the stage is short of its budget and done is false."""
+    from babysit.search.opening import recover
     from babysit.search.storage import MAX_RETRIES
-    from babysit.search.study import recover
 
     url = _url(tmp_path)
     doomed = {1}
@@ -329,11 +329,11 @@ def test_resume_adopts_a_study_whose_creator_died_before_storing_the_plan(tmp_pa
 
 
 def test_an_empty_study_on_a_shared_database_is_not_adopted_but_explained(tmp_path, monkeypatch):
-    from babysit.search import study as study_module
+    from babysit.search import opening as study_module
+    from babysit.search.opening import open_study
     from babysit.search.plan import Plan
     from babysit.search.stages import check_stages
     from babysit.search.storage import StorageSpec
-    from babysit.search.study import open_study
 
     monkeypatch.setattr(study_module, "PLAN_TIMEOUT_S", 0.5)  # the wait for a creator
     spec = StorageSpec(f"sqlite:///{tmp_path}/shared.db", "rdb")  # stands in for PostgreSQL
@@ -344,7 +344,7 @@ def test_an_empty_study_on_a_shared_database_is_not_adopted_but_explained(tmp_pa
 
 
 def test_queueing_many_trials_says_so_instead_of_looking_hung(tmp_path, capsys, monkeypatch):
-    from babysit.search import study as study_module
+    from babysit.search import opening as study_module
 
     monkeypatch.setattr(study_module, "QUEUE_NOTICE", 30)  # 1000 in use: too slow for a test
     url = f"journal:{tmp_path}/many.journal"
