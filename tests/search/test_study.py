@@ -254,13 +254,19 @@ def test_categorical_narrowing_restricts_what_later_stages_sample(tmp_path):
     assert {t.params["act"] for t in result.trials if t.user_attrs["stage"] == 1} <= set(kept)
 
 
-def test_bs_search_is_callable_even_once_the_package_is_imported(tmp_path):
-    import babysit as bs
-    import babysit.search
+def test_bs_search_is_the_function_even_once_the_package_is_imported(tmp_path):
+    import sys
 
-    assert bs.search is babysit.search  # the subpackage shadows the lazy function...
+    import babysit as bs
+    import babysit.search.study  # noqa: F401
+
+    package = sys.modules["babysit.search"]
+    assert type(package).__name__ == "module" and not callable(package)  # no class patch
+    assert bs.search is not package and callable(bs.search)
     result = bs.search(peaked, SPACE, [Stage(2, epochs=1)], storage=_url(tmp_path))
-    assert result.stages[0].complete == 2  # ...and calling it runs the search
+    assert result.stages[0].complete == 2
+    default = bs.search(peaked, SPACE, study_name="defaults")  # the default stages, in memory
+    assert [s.stage for s in default.stages] == list(package.DEFAULT_STAGES)
 
 
 def test_the_trial_of_a_dead_local_worker_is_queued_again(tmp_path):
