@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from optuna.distributions import (
     BaseDistribution,
@@ -67,22 +67,10 @@ EDGE_FRACTION = 0.1
 WIDEN_FRACTION = 0.5
 
 
-class _Axis:
-    """The sampling axis of a numeric range: log10 of the value when `log`, else the value.
-    Narrowing and boundary warnings measure distances on this axis."""
-
-    log: bool
-
-    def axis(self, value: float) -> float:
-        return math.log10(value) if self.log else float(value)
-
-    def value(self, axis: float) -> float:
-        return 10.0**axis if self.log else float(axis)
-
-
 @dataclass(frozen=True)
-class Float(_Axis):
-    """A float range [low, high], sampled uniformly on its axis (log10 when `log`).
+class _Range:
+    """A numeric range [low, high], sampled uniformly on its axis: log10 of the value when
+    `log`, else the value. Narrowing and boundary warnings measure distances on this axis.
 
     `limits` are hard bounds of the hyperparameter itself (dropout lies in [0, 1): limits
     (0, 1), open_limits (False, True)): widening never crosses them and no boundary warning
@@ -94,31 +82,32 @@ class Float(_Axis):
     log: bool = False
     limits: tuple[float, float] = (-math.inf, math.inf)
     open_limits: tuple[bool, bool] = (False, False)
+    _distribution: ClassVar[type[FloatDistribution] | type[IntDistribution]]
+
+    def axis(self, value: float) -> float:
+        return math.log10(value) if self.log else float(value)
+
+    def value(self, axis: float) -> float:
+        return 10.0**axis if self.log else float(axis)
 
     def distribution(self) -> BaseDistribution:
-        return FloatDistribution(self.low, self.high, log=self.log)
+        return self._distribution(self.low, self.high, log=self.log)
 
     def describe(self) -> str:
         scale = ", log" if self.log else ""
         return f"[{_fmt(self.low)}, {_fmt(self.high)}{scale}]"
 
 
-@dataclass(frozen=True)
-class Int(_Axis):
-    """An integer range [low, high], inclusive, uniform on its axis (log10 when `log`)."""
+class Float(_Range):
+    """A float range [low, high] (see `_Range`)."""
 
-    low: int
-    high: int
-    log: bool = False
-    limits: tuple[float, float] = (-math.inf, math.inf)
-    open_limits: tuple[bool, bool] = (False, False)
+    _distribution = FloatDistribution
 
-    def distribution(self) -> BaseDistribution:
-        return IntDistribution(self.low, self.high, log=self.log)
 
-    def describe(self) -> str:
-        scale = ", log" if self.log else ""
-        return f"[{self.low}, {self.high}{scale}]"
+class Int(_Range):
+    """An integer range [low, high], inclusive (see `_Range`); low and high are ints."""
+
+    _distribution = IntDistribution
 
 
 @dataclass(frozen=True)
