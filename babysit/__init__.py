@@ -23,7 +23,6 @@ _LAZY = {
     "Report": "babysit.report.report",
     "Finding": "babysit.checks.findings",
     "Monitor": "babysit.train.monitor",
-    "search": "babysit.search.study",
     "data": "babysit.data",
     "probes": "babysit.probes",
     "train": "babysit.train",
@@ -48,8 +47,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from babysit.data.datasets import load_data
     from babysit.doctor import checkup
     from babysit.report.report import Report
-    from babysit.search.study import search
     from babysit.train.monitor import Monitor
+
+
+# `babysit.search` is both the package of the search's parts (`from babysit.search import
+# Stage`) and, as an attribute of `babysit`, the function `bs.search`. Importing the (light)
+# package here first, and then binding the name to the function, keeps it the function: Python
+# binds a package to its parent's attribute only when it first imports it.
+importlib.import_module("babysit.search")
+
+
+def search(objective, space, stages=None, **options):
+    """`bs.search(objective, space, stages, *, storage=None, ...)`: the staged coarse-to-fine
+    search, `babysit.search.study.search` (its docstring and docs/search.md say more)."""
+    from babysit.search.study import search as staged_search
+
+    return staged_search(objective, space, *(() if stages is None else (stages,)), **options)
 
 
 def __getattr__(name: str):

@@ -27,19 +27,24 @@ See docs/search.md for every key.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from babysit.errors import ConfigError
+from babysit.errors import ConfigError, UsageError
 from babysit.search.objective import PREPROCESSING, ModelObjective, check_hyperparameters
 from babysit.search.plan import Plan
 from babysit.search.space import LOG_BY_DEFAULT, Narrowing, parse_space, with_limits
 from babysit.search.stages import DEFAULT_STAGES, check_stages
 from babysit.train.callbacks import LOSS_ABORT_FACTOR
 
-__all__ = ["SearchConfig", "load_config", "parse_config"]
+__all__ = ["SearchConfig", "default_out", "load_config", "parse_config"]
+
+# A study name that becomes a folder under runs/: one plain path component.
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+RUNS = Path("runs")
 
 _TOP_KEYS = {
     "study",
@@ -52,13 +57,6 @@ _TOP_KEYS = {
     "space",
     "stages",
     "narrowing",
-}
-_NARROWING_KEYS = {
-    "top": "top_fraction",
-    "top_min": "top_min",
-    "pad": "pad",
-    "edge": "edge",
-    "widen": "widen",
 }
 
 
@@ -79,9 +77,24 @@ class SearchConfig:
         return ModelObjective(self.data, self.model, self.fixed, self.preprocess, self.plan.seed)
 
 
+def default_out(study: str) -> Path:
+    """runs/STUDY, the default run folder, for a study name that is one plain folder name."""
+    if not _FOLDER_NAME.fullmatch(study):
+        raise UsageError(
+            f"study name {study!r} would make the folder {RUNS / study}, outside runs/: use a "
+            f"plain name (letters, digits, '.', '_', '-'), or give --out DIR"
+        )
+    return RUNS / study
+
+
 def load_config(path: str | Path) -> SearchConfig:
     """Read a .toml, .yaml or .yml search config."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"search config {str(path)!r} is a directory: give a .toml or .yaml file, e.g. "
+            f"examples/search_digits.toml"
+        )
     if not path.is_file():
         raise ConfigError(f"search config {str(path)!r} does not exist")
     suffix = path.suffix.lower()
@@ -104,7 +117,7 @@ def load_config(path: str | Path) -> SearchConfig:
         import yaml
 
         try:
-            raw = yaml.safe_load(text)
+            raw = yaml.load(text, Loader=_yaml_loader())  # a SafeLoader: no Python objects
         except yaml.YAMLError as e:
             message = " ".join(str(e).split())
             raise ConfigError(f"{path}: malformed YAML: {message}") from None
@@ -151,7 +164,7 @@ def parse_config(
     numeric = {n: (h.limits, h.open_limits) for n, h in known.items() if h.kind in ("float", "int")}
     space = with_limits(space, numeric)
     stages = tuple(check_stages(raw["stages"])) if "stages" in raw else DEFAULT_STAGES
-    narrowing = _narrowing(raw.get("narrowing", {}))
+    narrowing = Narrowing.from_dict(raw.get("narrowing", {}))
     seed = raw.get("seed", 0)
     loss_ratio = raw.get("loss_ratio", LOSS_ABORT_FACTOR)
     plan = Plan(
@@ -165,30 +178,24 @@ def parse_config(
     return SearchConfig(study, data, preprocess, model, dict(fixed), plan, path)
 
 
+# YAML 1.1 (PyYAML) reads a float only with a dot, so `1e-3` would be the string "1e-3";
+# YAML 1.2 and TOML read it as a number. This pattern adds 1e-3, 1E+5, -2e-6 to the floats.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+def _yaml_loader():
+    """PyYAML's SafeLoader that also reads `1e-3` as a float (as YAML 1.2 and TOML do)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+    return Loader
+
+
 def _string(raw: Mapping[str, Any], key: str, default: str) -> str:
     value = raw.get(key, default)
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{key} must be a non-empty string, got {value!r}")
     return value
-
-
-def _narrowing(raw: Any) -> Narrowing:
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"[narrowing] must be a table, got {raw!r}")
-    unknown = set(raw) - set(_NARROWING_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"[narrowing]: unknown key {sorted(unknown)[0]!r}; use {', '.join(_NARROWING_KEYS)}"
-        )
-    defaults = {f.name: f.default for f in fields(Narrowing)}
-    values = {field: raw.get(key, defaults[field]) for key, field in _NARROWING_KEYS.items()}
-    if not isinstance(values["widen"], bool):
-        raise ConfigError(f"[narrowing] widen must be true or false, got {values['widen']!r}")
-    for key in ("top_fraction", "pad", "edge"):
-        if isinstance(values[key], bool) or not isinstance(values[key], int | float):
-            raise ConfigError(
-                f"[narrowing] {key.split('_')[0]} must be a number, got {values[key]!r}"
-            )
-    if isinstance(values["top_min"], bool) or not isinstance(values["top_min"], int):
-        raise ConfigError(f"[narrowing] top_min must be an integer, got {values['top_min']!r}")
-    return Narrowing(**values)

@@ -154,6 +154,18 @@ class ModelObjective:
             raise UsageError(f"data {data!r} has no validation split to score trials on")
         self.train, self.val = fit_apply(preprocess, splits.train, splits.val)
         self.input_shape, self.classes = splits.input_shape, splits.classes
+        # Refused here, before any study exists, rather than in every trial.
+        if model == "cnn" and len(self.input_shape) != 3:
+            raise UsageError(
+                f"the cnn builder needs images (C, H, W), got inputs of {self.input_shape}; "
+                f"use model = \"mlp\""
+            )
+        labels = self.train.tensors[1]
+        if labels.is_floating_point() or labels.is_complex() or labels.dim() != 1:
+            raise UsageError(
+                f"data {data!r} has no class labels (targets of {labels.dtype}, shape "
+                f"{tuple(labels.shape)}): the search scores validation accuracy"
+            )
 
     def hyperparameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults, overridden by [fixed], overridden by the trial's sampled values."""
@@ -174,9 +186,6 @@ class ModelObjective:
             layers = [int(hp["width"])] * int(hp["depth"])
             if self.model == "mlp":
                 return mlp(self.input_shape, layers, self.classes, **common)
-            if len(self.input_shape) != 3:
-                shape = self.input_shape
-                raise UsageError(f"the cnn builder needs images (C, H, W), got inputs of {shape}")
             channels, height, width = self.input_shape
             return cnn(channels, (height, width), layers, self.classes, **common)
         kwargs = {k: v for k, v in hp.items() if k in self.known and k not in LOOP}

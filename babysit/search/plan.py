@@ -15,9 +15,13 @@ from babysit.search.space import Narrowing, Space, space_from_json, space_to_jso
 from babysit.search.stages import Stage
 from babysit.train.callbacks import LOSS_ABORT_FACTOR
 
-__all__ = ["PLAN_ATTR", "Plan"]
+__all__ = ["MAX_TRIALS", "PLAN_ATTR", "Plan"]
 
 PLAN_ATTR = "babysit:plan"  # study user attribute holding Plan.to_json()
+# Every trial is queued when the study is created (~1 ms each on a local journal file) and
+# each claim scans the queue: beyond this many a plan is surely a typo (issue 15: a stage of
+# 100000000 trials queued silently for hours).
+MAX_TRIALS = 10_000
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -41,6 +45,12 @@ class Plan:
             raise ConfigError(f"loss_ratio must be a number > 1, got {self.loss_ratio!r}")
         if not math.isfinite(self.loss_ratio):
             raise ConfigError(f"loss_ratio must be finite, got {self.loss_ratio!r}")
+        if self.total_trials > MAX_TRIALS:
+            counts = " + ".join(str(s.trials) for s in self.stages)
+            raise ConfigError(
+                f"the stages ask for {self.total_trials} trials ({counts}), more than the "
+                f"{MAX_TRIALS} a search queues; use fewer trials per stage"
+            )
 
     @property
     def maximize(self) -> bool:
@@ -51,18 +61,11 @@ class Plan:
         return sum(s.trials for s in self.stages)
 
     def to_json(self) -> dict[str, Any]:
-        narrowing = self.narrowing
         return _normalised(
             {
                 "space": space_to_json(self.space),
                 "stages": [s.to_dict() for s in self.stages],
-                "narrowing": {
-                    "top": narrowing.top_fraction,
-                    "top_min": narrowing.top_min,
-                    "pad": narrowing.pad,
-                    "edge": narrowing.edge,
-                    "widen": narrowing.widen,
-                },
+                "narrowing": self.narrowing.to_dict(),
                 "seed": self.seed,
                 "loss_ratio": self.loss_ratio,
                 "direction": self.direction,
@@ -73,11 +76,10 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
-        n = data["narrowing"]
         return cls(
             space=space_from_json(data["space"]),
             stages=tuple(Stage(**s) for s in data["stages"]),
-            narrowing=Narrowing(n["top"], n["top_min"], n["pad"], n["edge"], n["widen"]),
+            narrowing=Narrowing.from_dict(data["narrowing"]),
             seed=data["seed"],
             loss_ratio=data["loss_ratio"],
             direction=data["direction"],

@@ -14,6 +14,7 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -22,13 +23,15 @@ from babysit.report.terminal import stderr, stdout
 from babysit.search.plan import Plan
 from babysit.search.pruner import PRUNE_REASON
 from babysit.search.space import Categorical, Float, Int, Param, space_to_json
-from babysit.search.stages import stage_of
+from babysit.search.stages import ERROR_ATTR, stage_of
 from babysit.search.study import STEPS_ATTR, SearchResult
 
 __all__ = ["LiveTrials", "print_summary", "result_dict", "write_report"]
 
 # The live table shows the trials running now and this many of the latest finished ones.
 LIVE_ROWS = 12
+# The summary shows this many distinct errors per stage, each with this many trial numbers.
+FAILED_SHOWN = 3
 # Stage colours (matplotlib's tab10): the same stage has the same colour in every plot.
 STAGE_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 _STATE_STYLE = {
@@ -44,6 +47,17 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
+
+
+def plain_text(text: object) -> str:
+    """`text` for a matplotlib label, drawn as written: a `$` would start mathtext (a name
+    such as `$\\frac{$` made the plot fail)."""
+    return str(text).replace("$", r"\$")
+
+
+def _note(trial: FrozenTrial) -> str:
+    """Why a trial ended the way it did: its prune reason or its error."""
+    return trial.user_attrs.get(PRUNE_REASON) or trial.user_attrs.get(ERROR_ATTR) or ""
 
 
 def _value(trial: FrozenTrial) -> float | None:
@@ -86,10 +100,10 @@ class LiveTrials:
             mine = [t for t in trials if stage_of(t) == index]
             done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in mine)
             header.append(f"stage {index + 1}: {done}/{stage.trials} ({stage.budget})   ")
-        table = Table(title=f"search {self.study_name}", title_justify="left")
+        table = Table(title=Text(f"search {self.study_name}"), title_justify="left")
         for column in ("#", "stage", "status", self.plan.metric, *params, "note"):
             table.add_column(
-                column, justify="right" if column not in ("status", "note") else "left"
+                Text(column), justify="right" if column not in ("status", "note") else "left"
             )
         running = [t for t in trials if t.state == TrialState.RUNNING]
         finished = [t for t in trials if t.state.is_finished() and stage_of(t) is not None]
@@ -102,8 +116,8 @@ class LiveTrials:
                 str((stage_of(trial) or 0) + 1),
                 Text(state.lower(), style=_STATE_STYLE.get(state, "")),
                 "-" if value is None else f"{value:.4f}",
-                *(_fmt(trial.params[p]) if p in trial.params else "" for p in params),
-                trial.user_attrs.get(PRUNE_REASON, ""),
+                *(Text(_fmt(trial.params[p]) if p in trial.params else "") for p in params),
+                Text(_note(trial)),
             )
         return Group(header, table)
 
@@ -119,9 +133,9 @@ def print_summary(result: SearchResult, console: Console = stdout) -> None:
         summary.add_column("hyperparameter")
         summary.add_column("value", justify="right")
         summary.add_row("trial", f"#{best.number}, stage {stage_of(best) + 1}")
-        summary.add_row(plan.metric, f"{best.value:.4f}")
+        summary.add_row(Text(plan.metric), f"{best.value:.4f}")
         for name, value in best.params.items():
-            summary.add_row(name, _fmt(value))
+            summary.add_row(Text(name), Text(_fmt(value)))
         console.print(summary)
     stages = Table(title="stages")
     for column in ("stage", "budget", "complete", "pruned", "failed", "best", "ranges"):
@@ -135,11 +149,23 @@ def print_summary(result: SearchResult, console: Console = stdout) -> None:
             _pruned_text(s.pruned, s.prune_reasons),
             str(s.failed),
             "-" if s.best is None else f"{s.best.value:.4f}",
-            ranges,
+            Text(ranges),
         )
     console.print(stages)
+    for s in result.stages:
+        errors: dict[str, list[int]] = {}
+        for t in result.trials:
+            if stage_of(t) == s.index and ERROR_ATTR in t.user_attrs:
+                errors.setdefault(t.user_attrs[ERROR_ATTR], []).append(t.number)
+        for error, numbers in list(errors.items())[:FAILED_SHOWN]:
+            shown = ", ".join(f"#{n}" for n in numbers[:FAILED_SHOWN])
+            more = f" and {len(numbers) - FAILED_SHOWN} more" if len(numbers) > FAILED_SHOWN else ""
+            where = f"stage {s.index + 1}, trial {shown}{more}"
+            console.print(f"[bold red]failed[/] ({where}): {escape(error)}")
     for index, warning in result.warnings:
-        console.print(f"[bold yellow]boundary warning[/] (stage {index + 1}): {warning.message}")
+        console.print(
+            f"[bold yellow]boundary warning[/] (stage {index + 1}): {escape(warning.message)}"
+        )
 
 
 def _pruned_text(count: int, reasons: dict[str, int]) -> str:
@@ -149,9 +175,10 @@ def _pruned_text(count: int, reasons: dict[str, int]) -> str:
 
 
 def _trial_dict(trial: FrozenTrial) -> dict[str, Any]:
+    stage = stage_of(trial)
     return {
         "number": trial.number,
-        "stage": stage_of(trial),
+        "stage": None if stage is None else stage + 1,  # as on screen: the first stage is 1
         "state": trial.state.name,
         "value": trial.value if trial.state == TrialState.COMPLETE else None,
         "last_reported": trial.intermediate_values[trial.last_step]
@@ -160,29 +187,34 @@ def _trial_dict(trial: FrozenTrial) -> dict[str, Any]:
         "params": trial.params,
         "steps": trial.user_attrs.get(STEPS_ATTR),
         "prune_reason": trial.user_attrs.get(PRUNE_REASON),
+        "error": trial.user_attrs.get(ERROR_ATTR),
         "retry_of": trial.system_attrs.get("failed_trial"),
     }
 
 
 def result_dict(result: SearchResult, storage: str | None = None) -> dict[str, Any]:
-    """search.json: the plan, the best trial, each stage (ranges, counts, warnings), trials."""
+    """search.json: the plan, the best trial, each stage (ranges, counts, warnings), trials.
+    Stages are numbered from 1, as on screen and in search.html (the study's `stage` trial
+    attribute is the 0-based index)."""
     best = result.best_trial
     return {
         "study": result.study.study_name,
         "storage": storage,
         "done": result.done,
+        "given_up": result.given_up,
         "plan": result.plan.to_json(),
         "best": None if best is None else {**_trial_dict(best)},
-        "warnings": [{"stage": i, **w.to_dict()} for i, w in result.warnings],
+        "warnings": [{"stage": i + 1, **w.to_dict()} for i, w in result.warnings],
         "stages": [
             {
-                "index": s.index,
+                "stage": s.index + 1,
                 **s.stage.to_dict(),
                 "ranges": space_to_json(s.space),
                 "complete": s.complete,
                 "pruned": s.pruned,
                 "prune_reasons": s.prune_reasons,
                 "failed": s.failed,
+                "given_up": s.given_up,
                 "pending": s.pending,
                 "best": None if s.best is None else s.best.number,
                 "warnings": [w.to_dict() for w in s.warnings],
@@ -301,7 +333,7 @@ def html_page(result: SearchResult, storage: str | None = None) -> str:
                     "-" if _value(t) is None else round(_value(t), 4),
                     t.user_attrs.get(STEPS_ATTR, "-"),
                     *(_fmt(t.params.get(n, "")) for n in plan.space),
-                    t.user_attrs.get(PRUNE_REASON, ""),
+                    _note(t),
                 )
                 for t in result.trials
                 if stage_of(t) is not None
@@ -344,8 +376,8 @@ def _scatter(result: SearchResult, name: str):
             )
     if isinstance(param, Float | Int) and param.log:
         ax.set_xscale("log")
-    ax.set_xlabel(name + (" (log scale)" if getattr(param, "log", False) else ""))
-    ax.set_ylabel(plan.metric)
+    ax.set_xlabel(plain_text(name) + (" (log scale)" if getattr(param, "log", False) else ""))
+    ax.set_ylabel(plain_text(plan.metric))
     ax.grid(True, alpha=0.3)
     if ax.has_data():
         ax.legend(fontsize="small", loc="best")
@@ -383,6 +415,6 @@ def _ranges_figure(result: SearchResult, names: Sequence[str]):
         ax.set_ylim(0.4, len(stages) + 0.6)
         if not isinstance(param, Categorical) and param.log:
             ax.set_xscale("log")
-        ax.set_title(name, fontsize="medium", loc="left")
+        ax.set_title(plain_text(name), fontsize="medium", loc="left")
         ax.grid(True, axis="x", alpha=0.3)
     return fig

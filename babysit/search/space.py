@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from optuna.distributions import (
     BaseDistribution,
@@ -67,22 +67,10 @@ EDGE_FRACTION = 0.1
 WIDEN_FRACTION = 0.5
 
 
-class _Axis:
-    """The sampling axis of a numeric range: log10 of the value when `log`, else the value.
-    Narrowing and boundary warnings measure distances on this axis."""
-
-    log: bool
-
-    def axis(self, value: float) -> float:
-        return math.log10(value) if self.log else float(value)
-
-    def value(self, axis: float) -> float:
-        return 10.0**axis if self.log else float(axis)
-
-
 @dataclass(frozen=True)
-class Float(_Axis):
-    """A float range [low, high], sampled uniformly on its axis (log10 when `log`).
+class _Range:
+    """A numeric range [low, high], sampled uniformly on its axis: log10 of the value when
+    `log`, else the value. Narrowing and boundary warnings measure distances on this axis.
 
     `limits` are hard bounds of the hyperparameter itself (dropout lies in [0, 1): limits
     (0, 1), open_limits (False, True)): widening never crosses them and no boundary warning
@@ -94,31 +82,32 @@ class Float(_Axis):
     log: bool = False
     limits: tuple[float, float] = (-math.inf, math.inf)
     open_limits: tuple[bool, bool] = (False, False)
+    _distribution: ClassVar[type[FloatDistribution] | type[IntDistribution]]
+
+    def axis(self, value: float) -> float:
+        return math.log10(value) if self.log else float(value)
+
+    def value(self, axis: float) -> float:
+        return 10.0**axis if self.log else float(axis)
 
     def distribution(self) -> BaseDistribution:
-        return FloatDistribution(self.low, self.high, log=self.log)
+        return self._distribution(self.low, self.high, log=self.log)
 
     def describe(self) -> str:
         scale = ", log" if self.log else ""
         return f"[{_fmt(self.low)}, {_fmt(self.high)}{scale}]"
 
 
-@dataclass(frozen=True)
-class Int(_Axis):
-    """An integer range [low, high], inclusive, uniform on its axis (log10 when `log`)."""
+class Float(_Range):
+    """A float range [low, high] (see `_Range`)."""
 
-    low: int
-    high: int
-    log: bool = False
-    limits: tuple[float, float] = (-math.inf, math.inf)
-    open_limits: tuple[bool, bool] = (False, False)
+    _distribution = FloatDistribution
 
-    def distribution(self) -> BaseDistribution:
-        return IntDistribution(self.low, self.high, log=self.log)
 
-    def describe(self) -> str:
-        scale = ", log" if self.log else ""
-        return f"[{self.low}, {self.high}{scale}]"
+class Int(_Range):
+    """An integer range [low, high], inclusive (see `_Range`); low and high are ints."""
+
+    _distribution = IntDistribution
 
 
 @dataclass(frozen=True)
@@ -144,6 +133,16 @@ Param = Float | Int | Categorical
 Space = dict[str, Param]
 
 
+# A config's [narrowing] keys, and the Narrowing fields they set.
+NARROWING_KEYS = {
+    "top": "top_fraction",
+    "top_min": "top_min",
+    "pad": "pad",
+    "edge": "edge",
+    "widen": "widen",
+}
+
+
 @dataclass(frozen=True)
 class Narrowing:
     """How a stage's results become the next stage's ranges (see `narrow`)."""
@@ -167,6 +166,31 @@ class Narrowing:
 
     def top_count(self, completed: int) -> int:
         return min(completed, max(self.top_min, math.ceil(self.top_fraction * completed)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config's [narrowing] table (keys top, top_min, pad, edge, widen)."""
+        return {key: getattr(self, field) for key, field in NARROWING_KEYS.items()}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Narrowing:
+        """From a config's [narrowing] table or a stored plan; missing keys keep their default,
+        a wrong key or type is a ConfigError that names it."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"[narrowing] must be a table, got {raw!r}")
+        unknown = set(raw) - set(NARROWING_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"[narrowing]: unknown key {sorted(unknown)[0]!r}; use {', '.join(NARROWING_KEYS)}"
+            )
+        values = {field: raw[key] for key, field in NARROWING_KEYS.items() if key in raw}
+        for key, value in raw.items():
+            if key == "widen" and not isinstance(value, bool):
+                raise ConfigError(f"[narrowing] widen must be true or false, got {value!r}")
+            kinds = int if key == "top_min" else int | float
+            if key != "widen" and (isinstance(value, bool) or not isinstance(value, kinds)):
+                expected = "an integer" if key == "top_min" else "a number"
+                raise ConfigError(f"[narrowing] {key} must be {expected}, got {value!r}")
+        return cls(**values)
 
 
 @dataclass(frozen=True)

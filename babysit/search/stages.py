@@ -21,10 +21,13 @@ from babysit.search.space import BoundaryWarning, Narrowing, Space, narrow
 
 __all__ = [
     "DEFAULT_STAGES",
+    "ERROR_ATTR",
     "Stage",
     "StageSummary",
     "check_stages",
     "current_stage",
+    "failed_stage",
+    "given_up",
     "ranked",
     "stage_of",
     "stage_spaces",
@@ -79,6 +82,9 @@ class Stage:
 DEFAULT_STAGES = (Stage(20, epochs=1), Stage(15, epochs=5), Stage(4, epochs=20))
 
 
+ERROR_ATTR = "error"  # trial user attribute: the exception a failed trial raised, in one line
+
+
 def stage_of(trial: FrozenTrial) -> int | None:
     stage = trial.user_attrs.get(STAGE_ATTR)
     return stage if isinstance(stage, int) else None
@@ -92,6 +98,43 @@ def current_stage(trials: Sequence[FrozenTrial]) -> int | None:
         if t.state in (TrialState.WAITING, TrialState.RUNNING) and stage_of(t) is not None
     ]
     return min(pending) if pending else None
+
+
+def _retried(trials: Sequence[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that were queued again (Optuna's `retry_history`)."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def given_up(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """Trials that were interrupted (Ctrl-C, kill -9, a dead worker) once more than the retry
+    cap allows: failed without an error of their own, and not queued again."""
+    retried = _retried(trials)
+    return [
+        t
+        for t in trials
+        if t.state == TrialState.FAIL
+        and stage_of(t) is not None
+        and ERROR_ATTR not in t.user_attrs
+        and t.number not in retried
+    ]
+
+
+def failed_stage(trials: Sequence[FrozenTrial]) -> int | None:
+    """The first stage whose trials have all finished and none completed or was pruned while
+    some raised: the later stages would only fail the same way. None if there is none."""
+    by_stage: dict[int, list[FrozenTrial]] = {}
+    for t in trials:
+        if stage_of(t) is not None:
+            by_stage.setdefault(stage_of(t), []).append(t)
+    for stage in sorted(by_stage):
+        mine = by_stage[stage]
+        if any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in mine):
+            return None
+        if not any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in mine) and any(
+            ERROR_ATTR in t.user_attrs for t in mine
+        ):
+            return stage
+    return None
 
 
 def ranked(trials: Sequence[FrozenTrial], stage: int, maximize: bool = True) -> list[FrozenTrial]:
@@ -138,6 +181,7 @@ class StageSummary:
     pruned: int = 0
     failed: int = 0
     pending: int = 0
+    given_up: list[int] = field(default_factory=list)
     best: FrozenTrial | None = None
     warnings: list[BoundaryWarning] = field(default_factory=list)
     prune_reasons: dict[str, int] = field(default_factory=dict)
@@ -153,7 +197,8 @@ def summarize_stages(
     """One StageSummary per stage, from the study's trials."""
     spaces, warnings = stage_spaces(space, trials, len(stages) - 1, narrowing, maximize)
     summaries = []
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    retried = _retried(trials)
+    abandoned = {t.number for t in given_up(trials)}
     for index, stage in enumerate(stages):
         mine = [t for t in trials if stage_of(t) == index]
         best = ranked(trials, index, maximize)
@@ -166,6 +211,8 @@ def summarize_stages(
                 summary.pruned += 1
                 reason = _reason_kind(t.user_attrs.get(PRUNE_REASON, ""))
                 summary.prune_reasons[reason] = summary.prune_reasons.get(reason, 0) + 1
+            elif t.number in abandoned:
+                summary.given_up.append(t.number)
             elif t.state == TrialState.FAIL and t.number not in retried:
                 summary.failed += 1
             elif t.state in (TrialState.WAITING, TrialState.RUNNING):

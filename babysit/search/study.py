@@ -10,17 +10,17 @@ How a study is laid out, so that any number of workers and resumed runs agree:
   has none left waiting or running; its ranges are computed from stage i's completed trials
   (`stage_spaces`), a pure function of the study that every worker evaluates the same way;
 - parameters are sampled when a trial starts, by `StageSampler`, seeded by the trial number.
-A trial that is interrupted or raises is failed and queued again with the same parameters
-(Optuna's RetryHeartbeatStaleTrialCallback), up to MAX_RETRIES times.
+A trial whose objective raises is failed with the error in its `error` attribute, and the
+search goes on; a stage whose trials all raise stops the search (`SearchStopped`). A trial
+that is interrupted (Ctrl-C, kill -9, a dead worker) is failed and queued again with the same
+parameters (Optuna's RetryHeartbeatStaleTrialCallback), up to MAX_RETRIES times; after that it
+is given up, and the result says so (`SearchResult.given_up`, `done` false).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import socket
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,9 @@ from optuna.storages import fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
 from babysit.errors import ConfigError, UsageError
-from babysit.search.plan import PLAN_ATTR, Plan, describe_differences
-from babysit.search.pruner import STAGE_ATTR, LossRatioPruner, StagePruner, make_pruner
+from babysit.search.opening import POLL_S, WORKER_ATTR, open_study, recover, worker_id
+from babysit.search.plan import PLAN_ATTR, Plan
+from babysit.search.pruner import LossRatioPruner
 from babysit.search.sampler import StageSampler
 from babysit.search.space import (
     BoundaryWarning,
@@ -47,21 +48,20 @@ from babysit.search.space import (
 )
 from babysit.search.stages import (
     DEFAULT_STAGES,
+    ERROR_ATTR,
     Stage,
     StageSummary,
     check_stages,
     current_stage,
+    failed_stage,
     stage_of,
     stage_spaces,
     summarize_stages,
 )
 from babysit.search.storage import (
-    HEARTBEAT_INTERVAL_S,
-    MAX_RETRIES,
+    IN_MEMORY,
     Heartbeat,
-    StorageSpec,
     StudyLock,
-    open_storage,
     resolve_storage,
     retry_later,
 )
@@ -69,32 +69,55 @@ from babysit.search.trial import Trial
 from babysit.train.callbacks import LOSS_ABORT_FACTOR
 
 __all__ = [
-    "READY_ATTR",
+    "ERROR_ATTR",
     "STEPS_ATTR",
-    "WORKER_ATTR",
     "SearchResult",
+    "SearchStopped",
     "TrialCallback",
+    "check_stopped",
     "load_result",
-    "open_study",
-    "recover",
     "run_trials",
     "search",
 ]
 
-READY_ATTR = "babysit:ready"  # study user attribute: every stage's trials are queued
 RANGES_ATTR = "babysit:ranges:{stage}"  # study user attribute: the ranges a stage samples
 STEPS_ATTR = "steps"  # trial user attribute: training steps the trial took
-WORKER_ATTR = "worker"  # trial user attribute: HOST:PID of the process that runs it
-# How often an idle worker looks at the study while another worker finishes a stage.
-POLL_S = 0.5
-# How long a worker waits for the study's creator to queue its trials.
-READY_TIMEOUT_S = 120.0
-# How long a joining process waits for a just-created study's plan to be written (the
-# creator writes it right after creating the study, within milliseconds).
-PLAN_TIMEOUT_S = 10.0
+# The error recorded on a failed trial is cut to this many characters.
+ERROR_CHARS = 300
 
 Objective = Callable[[Trial], float]
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+class SearchStopped(Exception):
+    """Every trial of a stage raised: the later stages would fail the same way. `study` is
+    the study as it stands (`load_result(error.study)` shows it)."""
+
+    def __init__(self, message: str, study: optuna.Study):
+        super().__init__(message)
+        self.study = study
+
+
+def check_stopped(study: optuna.Study) -> None:
+    """Raise SearchStopped if a stage of the study finished with all its trials failed."""
+    trials = study.get_trials(deepcopy=False)
+    stage = failed_stage(trials)
+    if stage is None:
+        return
+    mine = [t for t in trials if stage_of(t) == stage and ERROR_ATTR in t.user_attrs]
+    first = min(mine, key=lambda t: t.number)
+    raise SearchStopped(
+        f"stage {stage + 1}: all {len(mine)} trials failed, e.g. trial #{first.number} "
+        f"({_describe_params(first.params)}): {first.user_attrs[ERROR_ATTR]}; fix the model or "
+        f"objective, then start a new study (another --study or --out)",
+        study,
+    )
+
+
+def _describe_params(params: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
 
 
 @dataclass
@@ -141,8 +164,15 @@ class SearchResult:
         return self.study.get_trials(deepcopy=False)
 
     @property
+    def given_up(self) -> list[int]:
+        """Trials interrupted more often than the retry cap allows, not run again: their
+        stage is short of its budget."""
+        return sorted(n for s in self.stages for n in s.given_up)
+
+    @property
     def done(self) -> bool:
-        return all(s.pending == 0 for s in self.stages)
+        """Every stage ran its whole budget (failed trials count as run; given-up ones not)."""
+        return all(s.pending == 0 and not s.given_up for s in self.stages)
 
 
 def search(
@@ -165,10 +195,10 @@ def search(
 
     `space` maps names to ranges (`{"lr": (1e-6, 10)}` style tables: see `parse_space`);
     `stages` are `Stage(trials, epochs=... | steps=..., pruner=None)`. `storage` is any
-    Optuna URL (default: `sqlite:///study.db` in the working directory). With `resume`, an
-    existing study of that name is continued (or joined, from another machine) instead of
-    refused. `settings` are recorded with the plan, so a resumed run must match them.
-    Returns a SearchResult; the study stays readable by optuna-dashboard.
+    Optuna URL (default: Optuna's own, an in-memory study: no file, gone with the process).
+    With `resume`, an existing study of that name is continued (or joined, from another
+    machine) instead of refused. `settings` are recorded with the plan, so a resumed run must
+    match them. Returns a SearchResult; the study stays readable by optuna-dashboard.
     """
     plan = Plan(
         space=parse_space(_as_tables(space)),
@@ -180,11 +210,12 @@ def search(
         metric=metric,
         objective=dict(settings or {}),
     )
-    spec = resolve_storage(storage, Path.cwd())
+    spec = IN_MEMORY if storage is None else resolve_storage(storage, Path.cwd())
     with StudyLock(spec).acquire(exclusive=True):
-        study = open_study(plan, spec, study_name, resume=resume)
+        study, _ = open_study(plan, spec, study_name, resume=resume)
         recover(study, spec)
         run_trials(study, plan, objective, callbacks=callbacks)
+        check_stopped(study)
     return load_result(study)
 
 
@@ -204,158 +235,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-# --- opening a study ----------------------------------------------------------------------
-
-
-def _configure(plan: Plan) -> dict[str, Any]:
-    """The sampler and pruner every process attaches to the study (neither is stored)."""
-    stage_pruners = [make_pruner(s.pruner, s.epochs) for s in plan.stages]
-    return {
-        "sampler": StageSampler(plan.seed),
-        "pruner": LossRatioPruner(plan.loss_ratio, wrapped=StagePruner(stage_pruners)),
-    }
-
-
-def open_study(
-    plan: Plan,
-    spec: StorageSpec,
-    study_name: str,
-    *,
-    resume: bool,
-    join: bool = False,
-    heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
-) -> optuna.Study:
-    """Create the study and queue its trials, or load it (`resume`/`join`) after checking it
-    was made from the same plan. Everything is checked before anything is written: a refused
-    start leaves an existing study untouched."""
-    if not isinstance(study_name, str) or not study_name.strip():
-        raise UsageError(f"the study name must be a non-empty string, got {study_name!r}")
-    storage = open_storage(spec, heartbeat_interval)
-    names = optuna.study.get_all_study_names(storage)
-    if study_name in names:
-        if not (resume or join):
-            study = optuna.load_study(study_name=study_name, storage=storage)
-            raise UsageError(
-                f"study {study_name!r} already exists in {spec.display} "
-                f"({len(study.get_trials(deepcopy=False))} trials): pass --resume to continue "
-                f"it, or choose another --study name"
-            )
-        return _load(plan, spec, storage, study_name, wait=join)
-    if join:
-        raise UsageError(f"study {study_name!r} does not exist in {spec.display}")
-    try:
-        study = optuna.create_study(
-            study_name=study_name,
-            storage=storage,
-            direction=plan.direction,
-            load_if_exists=False,
-            **_configure(plan),
-        )
-    except optuna.exceptions.DuplicatedStudyError:  # another machine created it just now
-        if not resume:
-            raise UsageError(
-                f"study {study_name!r} was just created in {spec.display} by another process: "
-                f"pass --resume to join it"
-            ) from None
-        return _load(plan, spec, storage, study_name, wait=True)
-    study.set_user_attr(PLAN_ATTR, plan.to_json())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names([plan.metric])  # optuna-dashboard labels the value with it
-    _queue(study, plan)
-    return study
-
-
-def _queue(study: optuna.Study, plan: Plan) -> None:
-    """Queue each stage's trials (the missing ones, when a creator was cut off) and mark the
-    study ready."""
-    have: dict[int, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        have[stage_of(t)] = have.get(stage_of(t), 0) + 1
-    for index, stage in enumerate(plan.stages):
-        for _ in range(stage.trials - have.get(index, 0)):
-            study.enqueue_trial({}, user_attrs={STAGE_ATTR: index})
-    study.set_user_attr(READY_ATTR, True)
-
-
-def _load(plan: Plan, spec: StorageSpec, storage: Any, study_name: str, wait: bool) -> optuna.Study:
-    study = optuna.load_study(study_name=study_name, storage=storage, **_configure(plan))
-    stored = study.user_attrs.get(PLAN_ATTR)
-    # A process that created the study a moment ago writes the plan right after: on storage
-    # other processes share, give it that moment before calling the study foreign.
-    deadline = time.monotonic() + PLAN_TIMEOUT_S
-    while stored is None and (wait or not spec.local) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-        stored = optuna.load_study(study_name=study_name, storage=storage).user_attrs.get(
-            PLAN_ATTR
-        )
-    if stored is None:
-        raise UsageError(
-            f"study {study_name!r} in {spec.display} was not made by babysit search; "
-            f"choose another --study name"
-        )
-    if study.direction.name.lower() != plan.direction:
-        raise UsageError(
-            f"study {study_name!r} {study.direction.name.lower()}s, not {plan.direction}"
-        )
-    differences = plan.differences(stored)
-    if differences:
-        raise UsageError(
-            f"study {study_name!r} in {spec.display} was started with another config (differs "
-            f"in {describe_differences(differences)}); resume it with its own config, or "
-            f"choose another --study name"
-        )
-    # On a shared database another process may still be queueing the trials: wait for it.
-    # A local file held exclusively has no other process: finish a set-up that was cut off.
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not study.user_attrs.get(READY_ATTR):
-        if spec.local and not wait:
-            _queue(study, plan)  # we hold the file exclusively: finish the cut-off set-up
-            break
-        if time.monotonic() >= deadline:
-            raise UsageError(
-                f"study {study_name!r} in {spec.display} was never fully set up (its creator "
-                f"stopped); delete it (optuna delete-study) and start again"
-            )
-        time.sleep(POLL_S)
-        study = optuna.load_study(study_name=study_name, storage=storage, **_configure(plan))
-    return study
-
-
-def recover(study: optuna.Study, spec: StorageSpec) -> list[int]:
-    """Put trials a dead process left behind back in the queue; returns their numbers.
-
-    On a local file held exclusively (StudyLock), every RUNNING trial is an orphan: it is
-    failed and queued again, and so is any failed trial that has not been retried yet. On a
-    shared database, Optuna's heartbeat decides which trials are stale."""
-    if not spec.local:
-        stale_before = {t.number for t in study.get_trials(states=(TrialState.FAIL,))}
-        fail_stale_trials(study)
-        return sorted(
-            t.number
-            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if t.number not in stale_before
-        )
-    recovered = []
-    storage = study._storage  # Optuna's private handle: fail_stale_trials uses the same
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        recovered.append(t.number)
-    trials = study.get_trials()
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    for t in trials:
-        if (
-            t.state == TrialState.FAIL
-            and t.number not in retried
-            and stage_of(t) is not None
-            and len(t.system_attrs.get("retry_history", [])) < MAX_RETRIES
-        ):
-            retry_later(study, t)
-            if t.number not in recovered:
-                recovered.append(t.number)
-    return sorted(recovered)
-
-
 # --- running trials ------------------------------------------------------------------------
 
 
@@ -373,6 +252,7 @@ def run_trials(
     opened: set[int] = set()
     sampler = study.sampler
     while not should_stop():
+        check_stopped(study)
         trials = study.get_trials(deepcopy=False)
         stage = current_stage(trials)
         if stage is None:
@@ -453,11 +333,20 @@ def _run_one(
                 state, value = TrialState.PRUNED, None
         except optuna.TrialPruned:
             state, value = TrialState.PRUNED, None
-        except BaseException:
+        except Exception as error:  # the objective raised: record it, and go on
+            trial.set_user_attr(ERROR_ATTR, _one_line(error))
+            state, value = TrialState.FAIL, None
+        except BaseException:  # Ctrl-C, SystemExit: an interruption, to run again later
             _finish(study, trial, wrapper, TrialState.FAIL, None)
             retry_later(study, study._storage.get_trial(trial._trial_id))
             raise
     return _finish(study, trial, wrapper, state, value)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
 
 
 def _check_value(result: Any) -> float:
@@ -497,29 +386,3 @@ def load_result(study: optuna.Study) -> SearchResult:
     trials = study.get_trials(deepcopy=False)
     summaries = summarize_stages(plan.stages, plan.space, trials, plan.narrowing, plan.maximize)
     return SearchResult(study, plan, summaries)
-
-
-def worker_id(pid: int | None = None) -> str:
-    """HOST:PID, recorded on each trial when it starts (WORKER_ATTR)."""
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
-
-
-def fail_trials_of(study: optuna.Study, pid: int) -> list[int]:
-    """Fail and queue again the RUNNING trials of a local worker process known to be dead."""
-    owner = worker_id(pid)
-    orphans = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if t.user_attrs.get(WORKER_ATTR) == owner
-    ]
-    storage = study._storage
-    for t in orphans:
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        retry_later(study, storage.get_trial(t._trial_id))
-    return [t.number for t in orphans]
-
-
-def parent_watch() -> Callable[[], bool]:
-    """A `should_stop` for worker processes: true once the parent process is gone."""
-    parent = os.getppid()
-    return lambda: os.getppid() != parent

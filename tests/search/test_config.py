@@ -151,3 +151,27 @@ def test_a_model_of_ones_own_may_have_its_keyword_arguments_searched(tmp_path):
     assert model[1].out_features == 5 and model[2].negative_slope == 0.2
     with pytest.raises(ConfigError, match="unknown hyperparameter 'width' for .*mynet.py:net"):
         parse_config({"model": spec, "space": {"width": {"low": 4, "high": 16}}})
+
+
+def test_yaml_reads_1e_minus_3_as_a_number_as_toml_does(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        "space:\n  lr: {low: 1e-6, high: 1E+1}\n  weight_decay: {low: 2.5e-7, high: 1}\n"
+        "  dropout: {low: 0, high: 5e-1}\nstages:\n  - {trials: 3, epochs: 1}\n"
+        "fixed:\n  momentum: 9e-1\n"
+    )
+    config = load_config(path)
+    lr = config.plan.space["lr"]
+    assert (lr.low, lr.high, lr.log) == (1e-6, 10.0, True)
+    assert config.plan.space["weight_decay"].low == 2.5e-7
+    assert config.plan.space["dropout"].high == 0.5 and config.fixed["momentum"] == 0.9
+    assert load_config(path).plan.space == _toml_twin(tmp_path).plan.space
+
+
+def _toml_twin(tmp_path):
+    path = tmp_path / "exp.toml"
+    path.write_text(
+        "[space]\nlr = {low = 1e-6, high = 1E+1}\nweight_decay = {low = 2.5e-7, high = 1}\n"
+        "dropout = {low = 0, high = 5e-1}\n[[stages]]\ntrials = 3\nepochs = 1\n"
+    )
+    return load_config(path)

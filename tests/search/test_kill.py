@@ -3,10 +3,10 @@ the trial the kill interrupted is run again with its parameters, and the budget 
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -24,19 +24,24 @@ STAGES = """
 """
 
 
-def _complete(db):
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as connection:
-            rows = connection.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'")
-            return rows.fetchone()[0]
-    except sqlite3.Error:  # not created yet
+def _storage(journal):
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+
+
+def _complete(journal):
+    if not journal.exists():
         return 0
+    try:
+        study = optuna.load_study(study_name="kill", storage=_storage(journal))
+    except KeyError:  # not created yet
+        return 0
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
 def test_kill_9_mid_stage_then_resume_keeps_every_completed_trial(make_config, tmp_path):
     config = make_config(tmp_path / "kill.toml", stages=STAGES)
     out = tmp_path / "out"
-    db = out / "study.db"
+    db = out / "study.journal"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable,
@@ -58,7 +63,7 @@ def test_kill_9_mid_stage_then_resume_keeps_every_completed_trial(make_config, t
     process.wait()
     process.stderr.close()
 
-    storage = f"sqlite:///{db}"
+    storage = _storage(db)
     killed = optuna.load_study(study_name="kill", storage=storage).get_trials()
     done = {t.number: (t.params, t.value) for t in killed if t.state == TrialState.COMPLETE}
     running = [t for t in killed if t.state == TrialState.RUNNING]
@@ -66,7 +71,7 @@ def test_kill_9_mid_stage_then_resume_keeps_every_completed_trial(make_config, t
     assert len(running) <= 1
 
     assert main(["search", str(config), "--out", str(out), "--resume", "--no-live"]) == 0
-    trials = optuna.load_study(study_name="kill", storage=storage).get_trials()
+    trials = optuna.load_study(study_name="kill", storage=_storage(db)).get_trials()
     for number, (params, value) in done.items():
         assert trials[number].state == TrialState.COMPLETE
         assert (trials[number].params, trials[number].value) == (params, value)
@@ -77,3 +82,49 @@ def test_kill_9_mid_stage_then_resume_keeps_every_completed_trial(make_config, t
         (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
         assert retry.state.is_finished() and retry.state != TrialState.FAIL
         assert retry.params == orphan.params or not orphan.params
+
+
+def _children(pid):
+    """The processes whose parent is `pid`, from /proc."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _running(pid):
+    """Alive and not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def test_workers_die_with_their_parent_even_while_they_are_still_starting(make_config, tmp_path):
+    """kill -9 of a --workers run while its workers import torch: no orphan finishes the study
+    unattended (they die at once, or stop at their first instruction)."""
+    config = make_config(tmp_path / "orphans.toml", stages=STAGES)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "babysit", "search", str(config), "--out", str(out)]
+    process = subprocess.Popen(
+        [*command, "--workers", "2", "--no-live"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while len(_children(process.pid)) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, "no workers started"
+        time.sleep(0.002)
+    workers = _children(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 5
+    while any(_running(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(w) for w in workers)

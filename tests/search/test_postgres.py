@@ -62,3 +62,23 @@ def test_three_workers_on_one_postgres_study_lose_and_repeat_no_trial(
     # Stage 2 started only after stage 1 had finished, in whichever process.
     last_stage1 = max(t.datetime_complete for t in trials if t.user_attrs["stage"] == 0)
     assert all(t.datetime_start >= last_stage1 for t in trials if t.user_attrs["stage"] == 1)
+
+
+def test_the_same_postgresql_url_works_in_babysit_and_in_plain_optuna(postgres_url, tmp_path):
+    """`postgresql://` is psycopg 3 to SQLAlchemy 2.1: with babysit's postgres extra the URL
+    given to babysit opens in plain Optuna (and optuna-dashboard) unchanged."""
+    pytest.importorskip(
+        "psycopg", reason="psycopg 3 not installed: pip install 'babysit[postgres]'"
+    )
+    from babysit.search import Stage, search
+
+    plain = "postgresql://" + postgres_url.split("://", 1)[1]
+    search(
+        lambda t: t.params["lr"],
+        {"lr": (1e-3, 1.0)},
+        [Stage(2, epochs=1)],
+        storage=plain,
+        study_name="plain-url",
+    )
+    study = optuna.load_study(study_name="plain-url", storage=plain)
+    assert len(study.trials) == 2 and study.user_attrs["babysit:plan"]

@@ -93,3 +93,41 @@ def test_the_live_table_and_the_summary_render(result):
     print_summary(result, console=console)
     text = console.export_text()
     assert "best configuration" in text and f"{result.best_value:.4f}" in text
+
+
+def test_search_json_numbers_stages_from_1_as_the_screen_does(result, tmp_path):
+    (json_path, _) = write_report(result, tmp_path)
+    data = json.loads(json_path.read_text())
+    assert [s["stage"] for s in data["stages"]] == [1, 2]
+    assert {t["stage"] for t in data["trials"]} == {1, 2}
+    first = [t for t in data["trials"] if t["stage"] == 1]
+    assert len(first) == result.plan.stages[0].trials
+    best_stage = result.best_trial.user_attrs["stage"] + 1
+    assert data["best"]["stage"] == best_stage
+    console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    print_summary(result, console=console)
+    text = console.export_text()
+    assert f"#{result.best_trial.number}, stage {best_stage}" in text
+    for warning in data["warnings"]:
+        assert f"boundary warning (stage {warning['stage']})" in text
+
+
+def test_markup_in_names_and_values_is_shown_as_written_not_parsed(tmp_path):
+    """A categorical value `[/]` is rich markup, a name `$\\frac{$` matplotlib mathtext: both
+    used to crash the summary or the plots after every trial had run."""
+    space = {"lr": (1e-3, 1.0), "$\\frac{$": (0.0, 1.0), "act": ["[/]", "[bold]x"]}
+
+    def failing_sometimes(trial):
+        if trial.params["act"] == "[bold]x":
+            raise ValueError("[/] in an error")
+        return trial.params["lr"]
+
+    result = search(failing_sometimes, space, [Stage(6, epochs=1)], study_name="[red]s")
+    console = Console(width=250, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(LiveTrials(result.plan, "[red]s", console=console).render(result.trials))
+    print_summary(result, console=console)
+    text = console.export_text()
+    assert "[/]" in text and "[bold]x" in text and "search [red]s" in text
+    assert "ValueError: [/] in an error" in text
+    json_path, html_path = write_report(result, tmp_path)
+    assert "[/]" in json_path.read_text() and html_path.read_text().count("<img") == 3

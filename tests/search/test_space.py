@@ -177,3 +177,24 @@ def test_space_json_round_trip():
     )
     space["act"] = Categorical(("relu", "tanh"), kept=("tanh",))
     assert space_from_json(space_to_json(space)) == space
+
+
+def test_one_narrowing_table_round_trips_through_config_plan_and_study():
+    from babysit.search.config import parse_config
+    from babysit.search.plan import Plan
+
+    table = {"top": 0.3, "top_min": 4, "pad": 0.05, "edge": 0.2, "widen": True}
+    narrowing = Narrowing.from_dict(table)
+    assert narrowing == Narrowing(0.3, 4, 0.05, 0.2, True) and narrowing.to_dict() == table
+    config = parse_config({"space": {"lr": {"low": 1e-4, "high": 1.0}}, "narrowing": table})
+    assert config.plan.narrowing == narrowing
+    assert Plan.from_json(config.plan.to_json()).narrowing == narrowing
+    assert Narrowing.from_dict({"pad": 0.2}) == Narrowing(pad=0.2)
+    for bad, message in [
+        ({"top_min": 2.5}, "top_min must be an integer"),
+        ({"widen": 1}, "widen must be true or false"),
+        ({"pad": "x"}, "pad must be a number"),
+        ({"span": 1}, "unknown key 'span'"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            Narrowing.from_dict(bad)

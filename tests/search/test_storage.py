@@ -6,16 +6,33 @@ from babysit.errors import UsageError
 from babysit.search.storage import StudyLock, open_storage, resolve_storage
 
 
-def test_the_default_is_sqlite_for_one_process_and_a_journal_file_for_workers(tmp_path):
+def test_a_run_folder_has_one_study_file_whatever_the_number_of_workers(tmp_path):
     one = resolve_storage(None, tmp_path)
     assert (one.kind, one.url, one.path) == (
-        "sqlite",
-        f"sqlite:///{tmp_path}/study.db",
-        tmp_path / "study.db",
+        "journal",
+        f"journal:{tmp_path}/study.journal",
+        tmp_path / "study.journal",
     )
-    many = resolve_storage(None, tmp_path, workers=4)
-    assert (many.kind, many.path) == ("journal", tmp_path / "study.journal")
-    assert one.local and many.local
+    assert resolve_storage(None, tmp_path, workers=4) == one and one.local
+
+
+def test_a_run_folder_with_an_older_sqlite_study_keeps_it_and_refuses_workers(tmp_path):
+    (tmp_path / "study.db").write_bytes(b"")
+    spec = resolve_storage(None, tmp_path)
+    assert (spec.kind, spec.path) == ("sqlite", tmp_path / "study.db")
+    with pytest.raises(UsageError, match="is a SQLite file .* continue it without --workers"):
+        resolve_storage(None, tmp_path, workers=2)
+
+
+def test_the_exclusive_lock_repairs_what_a_killed_journal_writer_left(tmp_path):
+    spec = resolve_storage(None, tmp_path)
+    spec.path.write_bytes(b'{"op_code": 0}\n{"op_co')
+    stale = tmp_path / "study.journal.lock"
+    stale.symlink_to(spec.path)
+    with StudyLock(spec).acquire(exclusive=False):  # a worker joining touches nothing
+        assert stale.is_symlink()
+    with StudyLock(spec).acquire(exclusive=True):
+        assert spec.path.read_bytes() == b'{"op_code": 0}\n' and not stale.is_symlink()
 
 
 @pytest.mark.parametrize(
@@ -56,13 +73,39 @@ def test_sqlite_is_refused_for_several_workers():
         resolve_storage("sqlite:///s.db", "unused", workers=2)
 
 
+def _no_postgres_driver() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is None for name in ("psycopg", "psycopg2"))
+
+
 def test_passwords_never_show_in_messages():
     spec = resolve_storage("postgresql://me:s3cret@127.0.0.1:1/db", "unused")
     assert spec.display == "postgresql://me:***@127.0.0.1:1/db"
+    with pytest.raises(UsageError) as info:  # no server there, or no driver installed
+        open_storage(spec)
+    assert "s3cret" not in str(info.value) and "postgresql://me:***@127.0.0.1:1/db" in str(
+        info.value
+    )
+
+
+@pytest.mark.skipif(
+    _no_postgres_driver(), reason="no PostgreSQL driver: pip install 'babysit[postgres]'"
+)
+def test_an_unreachable_server_is_one_line_naming_the_storage():
+    spec = resolve_storage("postgresql://me:s3cret@127.0.0.1:1/db", "unused")
     with pytest.raises(UsageError) as info:
         open_storage(spec)
-    assert "s3cret" not in str(info.value)
     assert str(info.value).startswith("cannot open storage postgresql://me:***@127.0.0.1:1/db")
+
+
+def test_without_a_postgres_driver_the_message_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.setitem(sys.modules, "psycopg2", None)
+    with pytest.raises(UsageError, match=r"no database driver .*pip install 'babysit\[postgres\]'"):
+        open_storage(resolve_storage("postgresql://me:pw@127.0.0.1:1/db", "unused"))
 
 
 def test_an_unwritable_sqlite_path_is_a_usage_error(tmp_path):
@@ -73,7 +116,7 @@ def test_an_unwritable_sqlite_path_is_a_usage_error(tmp_path):
 
 
 def test_the_study_lock_is_exclusive_then_shared(tmp_path):
-    spec = resolve_storage(None, tmp_path, workers=2)
+    spec = resolve_storage(None, tmp_path)
     first = StudyLock(spec).acquire(exclusive=True)
     with pytest.raises(UsageError, match="in use"):
         StudyLock(spec).acquire(exclusive=False)
@@ -98,8 +141,8 @@ def test_on_a_shared_database_a_trial_whose_heartbeat_stopped_is_failed_and_queu
     import optuna
     from optuna.trial import TrialState
 
+    from babysit.search.opening import recover
     from babysit.search.storage import Heartbeat, StorageSpec
-    from babysit.search.study import recover
 
     spec = StorageSpec(f"sqlite:///{tmp_path}/shared.db", "rdb")
     study = optuna.create_study(storage=open_storage(spec, heartbeat_interval=1, grace_period=1))

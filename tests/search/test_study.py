@@ -130,31 +130,51 @@ def test_an_existing_study_is_refused_without_resume_and_left_untouched(tmp_path
     assert _snapshot(url, "s") == before
 
 
-def test_a_trial_that_raises_is_queued_again_with_its_parameters_and_resume_finishes(tmp_path):
+def test_a_trial_that_raises_is_failed_with_its_error_and_the_search_goes_on(tmp_path):
     url = _url(tmp_path)
-    calls = []
 
-    def flaky(trial):
-        calls.append(trial.number)
-        if len(calls) == 4:
-            raise RuntimeError("out of memory")
+    def fragile(trial):
+        if trial.params["lr"] > 1e-2:
+            raise ValueError(f"lr {trial.params['lr']:.3g} is too high\nsecond line")
         return peaked(trial)
 
-    with pytest.raises(RuntimeError, match="out of memory"):
-        search(flaky, SPACE, [Stage(6, epochs=1)], storage=url, study_name="f")
-    study = optuna.load_study(study_name="f", storage=url)
-    failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1
-    retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
-    assert len(retry) == 1 and retry[0].state == TrialState.WAITING
-    assert retry[0].params == failed[0].params and retry[0].user_attrs["stage"] == 0
-    done_before = {t.number: t.params for t in study.trials if t.state == TrialState.COMPLETE}
+    stages = [Stage(8, epochs=1), Stage(3, epochs=1)]
+    result = search(fragile, SPACE, stages, storage=url, study_name="f")
+    first = [t for t in result.trials if t.user_attrs["stage"] == 0]
+    raised = [t for t in first if t.params["lr"] > 1e-2]
+    assert raised and len(raised) < 8  # the sample has both kinds
+    for t in raised:
+        assert t.state == TrialState.FAIL
+        assert t.user_attrs["error"] == f"ValueError: lr {t.params['lr']:.3g} is too high"
+    assert result.stages[0].failed == len(raised)
+    assert result.stages[0].complete == 8 - len(raised)
+    assert result.stages[1].complete + result.stages[1].failed == 3
+    assert result.done and result.given_up == []
+    # --resume neither runs them again nor adds a trial
+    again = search(fragile, SPACE, stages, storage=url, study_name="f", resume=True)
+    assert len(again.trials) == len(result.trials)
 
-    result = search(flaky, SPACE, [Stage(6, epochs=1)], storage=url, study_name="f", resume=True)
-    assert result.stages[0].complete == 6 and result.stages[0].failed == 0
-    after = {t.number: t.params for t in result.trials if t.state == TrialState.COMPLETE}
-    assert done_before.items() <= after.items()
-    assert result.trials[retry[0].number].params == failed[0].params
+
+def test_a_stage_whose_trials_all_fail_stops_the_search_with_one_line(tmp_path):
+    from babysit.search.study import SearchStopped
+
+    url = _url(tmp_path)
+
+    def broken(trial):
+        raise RuntimeError("CUDA out of memory")
+
+    stages = [Stage(4, epochs=1), Stage(3, epochs=1)]
+    with pytest.raises(SearchStopped) as info:
+        search(broken, SPACE, stages, storage=url, study_name="b")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("stage 1: all 4 trials failed, e.g. trial #0 (lr=")
+    assert "RuntimeError: CUDA out of memory" in message
+    result = load_result(info.value.study)
+    assert result.stages[0].failed == 4 and result.stages[1].pending == 3  # stage 2 not run
+    with pytest.raises(SearchStopped):  # the same answer on resume, and nothing re-run
+        search(broken, SPACE, stages, storage=url, study_name="b", resume=True)
+    assert len(optuna.load_study(study_name="b", storage=url).trials) == 7
 
 
 def test_ctrl_c_keeps_every_completed_trial_and_resume_completes_the_budget(tmp_path):
@@ -188,7 +208,7 @@ def test_resume_recovers_a_trial_left_running_by_a_killed_process(tmp_path):
     assert study.trials[orphan.number].state == TrialState.RUNNING
     result = load_result(study)
     assert result.stages[0].pending == 1
-    from babysit.search.study import recover
+    from babysit.search.opening import recover
 
     assert recover(study, resolve_storage(url, tmp_path)) == [orphan.number]
     trials = study.get_trials()
@@ -234,17 +254,23 @@ def test_categorical_narrowing_restricts_what_later_stages_sample(tmp_path):
     assert {t.params["act"] for t in result.trials if t.user_attrs["stage"] == 1} <= set(kept)
 
 
-def test_bs_search_is_callable_even_once_the_package_is_imported(tmp_path):
-    import babysit as bs
-    import babysit.search
+def test_bs_search_is_the_function_even_once_the_package_is_imported(tmp_path):
+    import sys
 
-    assert bs.search is babysit.search  # the subpackage shadows the lazy function...
+    import babysit as bs
+    import babysit.search.study  # noqa: F401
+
+    package = sys.modules["babysit.search"]
+    assert type(package).__name__ == "module" and not callable(package)  # no class patch
+    assert bs.search is not package and callable(bs.search)
     result = bs.search(peaked, SPACE, [Stage(2, epochs=1)], storage=_url(tmp_path))
-    assert result.stages[0].complete == 2  # ...and calling it runs the search
+    assert result.stages[0].complete == 2
+    default = bs.search(peaked, SPACE, study_name="defaults")  # the default stages, in memory
+    assert [s.stage for s in default.stages] == list(package.DEFAULT_STAGES)
 
 
 def test_the_trial_of_a_dead_local_worker_is_queued_again(tmp_path):
-    from babysit.search.study import WORKER_ATTR, fail_trials_of, worker_id
+    from babysit.search.opening import WORKER_ATTR, fail_trials_of, worker_id
 
     url = _url(tmp_path)
     search(peaked, SPACE, [Stage(1, epochs=1)], storage=url, study_name="w")
@@ -259,3 +285,87 @@ def test_the_trial_of_a_dead_local_worker_is_queued_again(tmp_path):
     assert trials[mine.number].state == TrialState.FAIL
     assert trials[theirs.number].state == TrialState.RUNNING  # another worker's: untouched
     assert trials[-1].state == TrialState.WAITING and trials[-1].params == {"lr": 0.5}
+
+
+def test_a_trial_interrupted_more_often_than_the_retry_cap_is_given_up_and_said_so(tmp_path):
+    """Trial 1 (and each of its retries) is interrupted: after MAX_RETRIES retries it is given
+    up; the result says which, the stage is short of its budget and done is false."""
+    from babysit.search.opening import recover
+    from babysit.search.storage import MAX_RETRIES
+
+    url = _url(tmp_path)
+    doomed = {1}
+
+    def interrupted(trial):
+        if trial.number in doomed or _retry_of(trial) in doomed:
+            doomed.add(trial.number)
+            raise KeyboardInterrupt
+        return peaked(trial)
+
+    stages = [Stage(3, epochs=1)]
+    for attempt in range(MAX_RETRIES + 1):
+        with pytest.raises(KeyboardInterrupt):
+            search(interrupted, SPACE, stages, storage=url, study_name="g", resume=attempt > 0)
+    result = search(interrupted, SPACE, stages, storage=url, study_name="g", resume=True)
+    assert len(doomed) == MAX_RETRIES + 1
+    (last,) = result.given_up
+    assert last == max(doomed)
+    assert result.stages[0].complete == 2 and result.stages[0].given_up == [last]
+    assert not result.done
+    study = optuna.load_study(study_name="g", storage=url)
+    assert recover(study, resolve_storage(url, tmp_path)) == []  # nothing re-queued, none said
+    assert len(study.get_trials()) == 3 + MAX_RETRIES
+
+
+def _retry_of(trial):
+    """The trial a babysit Trial retries (Optuna's `failed_trial` system attribute), or None."""
+    frozen = trial.optuna.study._storage.get_trial(trial.optuna._trial_id)
+    return frozen.system_attrs.get("failed_trial")
+
+
+def test_resume_adopts_a_study_whose_creator_died_before_storing_the_plan(tmp_path):
+    """kill -9 between create_study and the plan's write leaves an empty study: without
+    --resume it is refused (pointing at --resume), with --resume it is set up and run."""
+    url = _url(tmp_path)
+    optuna.create_study(study_name="cut", storage=url, direction="maximize")
+    with pytest.raises(UsageError, match=r"already exists .*\(0 trials\): pass --resume"):
+        search(peaked, SPACE, [Stage(3, epochs=1)], storage=url, study_name="cut")
+    result = search(peaked, SPACE, [Stage(3, epochs=1)], storage=url, study_name="cut", resume=True)
+    assert result.stages[0].complete == 3 and result.done
+
+
+def test_an_empty_study_on_a_shared_database_is_not_adopted_but_explained(tmp_path, monkeypatch):
+    from babysit.search import opening as study_module
+    from babysit.search.opening import open_study
+    from babysit.search.plan import Plan
+    from babysit.search.stages import check_stages
+    from babysit.search.storage import StorageSpec
+
+    monkeypatch.setattr(study_module, "PLAN_TIMEOUT_S", 0.5)  # the wait for a creator
+    spec = StorageSpec(f"sqlite:///{tmp_path}/shared.db", "rdb")  # stands in for PostgreSQL
+    optuna.create_study(study_name="cut", storage=spec.url, direction="maximize")
+    plan = Plan(parse_space({"lr": {"low": 1e-3, "high": 1.0}}), tuple(check_stages([Stage(2, 1)])))
+    with pytest.raises(UsageError, match=r"is empty and has no plan .*\(optuna delete-study"):
+        open_study(plan, spec, "cut", resume=True, join=True)
+
+
+def test_queueing_many_trials_says_so_instead_of_looking_hung(tmp_path, capsys, monkeypatch):
+    from babysit.search import opening as study_module
+
+    monkeypatch.setattr(study_module, "QUEUE_NOTICE", 30)  # 1000 in use: too slow for a test
+    url = f"journal:{tmp_path}/many.journal"
+    stages = [Stage(20, epochs=1), Stage(10, epochs=1)]
+    result = search(lambda t: 0.5, {"lr": (1e-3, 1.0)}, stages, storage=url, study_name="many")
+    assert "babysit: queueing 30 trials..." in capsys.readouterr().err
+    assert result.stages[0].complete == 20
+    search(lambda t: 0.5, {"lr": (1e-3, 1.0)}, stages[:1], storage=url, study_name="few")
+    assert "queueing" not in capsys.readouterr().err
+
+
+def test_without_storage_the_study_lives_in_memory_and_writes_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = search(peaked, SPACE, [Stage(3, epochs=1)], study_name="same")
+    second = search(peaked, SPACE, [Stage(3, epochs=1)], study_name="same")  # no "exists"
+    assert first.stages[0].complete == second.stages[0].complete == 3
+    assert isinstance(first.study._storage, optuna.storages.InMemoryStorage)
+    assert list(tmp_path.iterdir()) == []
