@@ -193,7 +193,7 @@ def from_spec(spec: str, input_shape: Sequence[int], classes: int, **kwargs) -> 
     `vocab_size`, ...; a function with only **kwargs, like torchvision's, gets
     `num_classes`); or the two as its first two positional parameters; or nothing at all.
     `kwargs` (e.g. searched hyperparameters) are passed on by name. A required parameter
-    none of these fills raises the function's TypeError.
+    none of these fills is a one-line UsageError that names it.
     """
     import inspect
 
@@ -225,7 +225,21 @@ def from_spec(spec: str, input_shape: Sequence[int], classes: int, **kwargs) -> 
     ]
     if not given and not kwargs and len(positional) >= 2:
         model = function(tuple(input_shape), classes)
-    else:  # a parameter babysit cannot give is the function's own TypeError (the CLI wraps it)
+    else:
+        missing = [
+            p.name
+            for p in parameters.values()
+            if p.default is p.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            and p.name not in given
+            and p.name not in kwargs
+        ]
+        if missing:
+            raise UsageError(
+                f"{spec} needs {', '.join(missing)}, which babysit cannot give: it passes "
+                f"input_shape, in_channels and the number of classes as one of "
+                f"{', '.join(CLASS_KEYWORDS)}; give the others defaults"
+            )
         model = function(**given, **kwargs)
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")

@@ -136,3 +136,12 @@ def test_from_spec_passes_classes_under_the_keyword_the_factory_takes(tmp_path, 
 
     path = _factory_file(tmp_path, FACTORIES)
     assert check(from_spec(f"{path}:{name}", (3, 8, 8), 7))
+
+
+def test_from_spec_names_a_parameter_it_cannot_give(tmp_path):
+    from babysit.errors import UsageError
+    from babysit.nn import from_spec
+
+    path = _factory_file(tmp_path, FACTORIES)
+    with pytest.raises(UsageError, match="needs depth, which babysit cannot give"):
+        from_spec(f"{path}:needs_more", (4,), 7)
