@@ -27,8 +27,9 @@ ModelOption = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="MODULE:FUNCTION or FILE.py:FUNCTION returning an nn.Module (it may take "
-        "input_shape and classes). Default: a 2x100 ReLU MLP.",
+        help="MODULE:FUNCTION or FILE.py:FUNCTION returning an nn.Module; it is given "
+        "input_shape and the number of classes under the name it takes (classes, "
+        "num_classes, vocab_size, num_labels, ...). Default: a 2x100 ReLU MLP.",
     ),
 ]
 DataOption = Annotated[
@@ -79,7 +80,10 @@ def _model(spec: str | None, input_shape, classes: int):
             )
         raise UsageError(f"--model {e}{hint}") from None
     except Exception as e:
-        hint = "make it return an nn.Module; it may take input_shape and classes"
+        hint = (
+            "make it return an nn.Module; it may take input_shape and the number of classes "
+            "(as classes, num_classes, vocab_size, ...)"
+        )
         if inspect.isclass(locals().get("builder")):
             hint = (
                 "it names a class, called as CLASS(input_shape, classes): write a function "
