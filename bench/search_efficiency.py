@@ -338,7 +338,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 seeds, 50 epochs")
     parser.add_argument("--tasks", default="1,2", help="which tasks: 1 (MLP), 2 (BatchNorm net)")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--promote", default=f"{PROMOTE_FINE},{PROMOTE_LONG}", help="FINE,LONG continued trials"
+    )
     args = parser.parse_args()
+    global PROMOTE_FINE, PROMOTE_LONG
+    PROMOTE_FINE, PROMOTE_LONG = (int(v) for v in args.promote.split(","))
     count, budget = (3, 50) if args.quick else (args.seeds, args.budget)
     seeds = range(args.first_seed, args.first_seed + count)
     methods = [m for m in args.methods.split(",") if m]
