@@ -1,25 +1,32 @@
 """Benchmark: how many training epochs each search method spends to find a good configuration.
 
-    python bench/search_efficiency.py            # 9 seeds, 150 epochs per method per seed
+    python bench/search_efficiency.py            # 2 tasks x 9 seeds, 150 epochs per method
     python bench/search_efficiency.py --quick    # 3 seeds, 50 epochs: a smoke run
+    python bench/search_efficiency.py --first-seed 9 --seeds 9   # the held-out seeds
 
-On the bundled digits data (standardized), a 64-100-10 ReLU MLP (`babysit.nn.mlp`, He init),
-SGD with momentum 0.9, batch 64, searching lr in [1e-6, 10] and weight decay in [1e-6, 1],
-both log-uniform. Every method gets the same budget of training epochs per seed:
-  (a) grid:     a k x k grid (Optuna's GridSampler, in its seeded order), 4-epoch trials;
+Two tasks on the bundled digits data (standardized), SGD with momentum 0.9, batch 64:
+  1. a 64-100-10 ReLU MLP (`babysit.nn.mlp`, He init), lr in [1e-6, 10] and weight decay in
+     [1e-6, 1], both log-uniform (the issue's task);
+  2. a net of 3 hidden BatchNorm layers, lr in [1e-4, 10], weight decay in [1e-6, 0.1] (log),
+     dropout in [0, 0.6] and width in [16, 256] (log, integer): a task of another kind.
+Every method gets the same budget of training epochs per seed:
+  (a) grid:     a k^d grid (Optuna's GridSampler, in its seeded order), 4-epoch trials;
   (b) random:   Optuna's RandomSampler, 4-epoch trials, no pruning;
   (c) tpe+hb:   Optuna's TPESampler with a HyperbandPruner (1 to 8 epochs, eta 3) on the
                 validation accuracy of each epoch;
   (d) babysit:  babysit.search: 1-epoch coarse stage, 4-epoch fine stage, 15-epoch long stage,
-                each narrowed on the one before, with the 3x loss abort on every step
-                (20 x 1 -> 15 x 4 -> 4 x 15 epochs at the default budget; see babysit_stages).
-A trial's cost is the epochs it trained (a pruned trial counts the steps it ran). For each
-seed, the target is the best validation accuracy any method found, less 1 point (absolute);
-a method's "epochs to target" is its cumulative cost at the end of the first trial that
-reached it. Reported per method, as BENCHMARKS.md asks: the median best accuracy, in how many
-seeds it reached the target, and the median epochs where it did ("never" otherwise), and the
-ratios of those medians to (b). All in one process; epochs, not seconds, are compared, so the
-figures do not depend on the machine's load. Exits 0.
+                each narrowed on the one before, with the 3x loss abort on every step, and
+                promotion: the fine and long stages first continue the best trials of the
+                stage before from their checkpoints (see babysit_stages);
+  (e) no-promo: the same stages without promotion (every trial from scratch).
+A trial's cost is the epochs it trained itself (a pruned trial counts the steps it ran; a
+continued trial's earlier epochs were counted when its parent trained them, earlier in the
+same run). For each seed, the target is the best validation accuracy any method found, less
+1 point (absolute); a method's "epochs to target" is its cumulative cost at the end of the
+first trial that reached it. Reported per method, as BENCHMARKS.md asks: the median best
+accuracy, in how many seeds it reached the target, the median epochs where it did ("never"
+otherwise), and the ratios to (c). All in one process; epochs, not seconds, are compared, so
+the figures do not depend on the machine's load. Exits 0.
 """
 
 from __future__ import annotations
@@ -87,8 +94,9 @@ TARGET_MARGIN = 0.01  # "within 1% of the best accuracy any method found": 1 poi
 TPE_RATIO = 0.7  # issue 14: babysit reaches the target in <= 0.7x TPE+Hyperband's epochs
 METHODS = ("grid", "random", "tpe+hb", "babysit", "no-promo")
 # Trials of the fine and long stages that continue the stage before's best from checkpoints.
-PROMOTE_FINE = 5
-PROMOTE_LONG = 2
+PROMOTE_FINE = 8
+PROMOTE_LONG = 3
+PROMOTE_EXTRA = 3
 
 
 @dataclass
@@ -123,6 +131,8 @@ def babysit_stages(budget: int, promote: bool = True) -> list[Stage]:
     first PROMOTE_FINE trials continue the coarse stage's best ones and the long stage's first
     PROMOTE_LONG continue the fine stage's best (see PROMOTE_* for the held-out figures)."""
     fine, long = max(3, round(0.40 * budget / 4)), max(1, round(0.40 * budget / 15))
+    if promote:  # the epochs continued trials save go to more fresh long trials
+        long += PROMOTE_EXTRA
     return [
         Stage(max(3, round(0.13 * budget)), epochs=1),
         Stage(fine, epochs=4, promote=min(fine, PROMOTE_FINE) if promote else 0),
@@ -331,6 +341,7 @@ def run_task(task: Task, seeds: range, budget: int, methods) -> dict:
 
 
 def main() -> None:
+    global PROMOTE_FINE, PROMOTE_LONG, PROMOTE_EXTRA
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=9)
     parser.add_argument("--first-seed", type=int, default=0, help="9 for the held-out seeds")
@@ -339,11 +350,12 @@ def main() -> None:
     parser.add_argument("--tasks", default="1,2", help="which tasks: 1 (MLP), 2 (BatchNorm net)")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument(
-        "--promote", default=f"{PROMOTE_FINE},{PROMOTE_LONG}", help="FINE,LONG continued trials"
+        "--promote",
+        default=f"{PROMOTE_FINE},{PROMOTE_LONG},{PROMOTE_EXTRA}",
+        help="FINE,LONG,EXTRA: continued trials of the fine and long stages, extra long trials",
     )
     args = parser.parse_args()
-    global PROMOTE_FINE, PROMOTE_LONG
-    PROMOTE_FINE, PROMOTE_LONG = (int(v) for v in args.promote.split(","))
+    PROMOTE_FINE, PROMOTE_LONG, PROMOTE_EXTRA = (int(v) for v in args.promote.split(","))
     count, budget = (3, 50) if args.quick else (args.seeds, args.budget)
     seeds = range(args.first_seed, args.first_seed + count)
     methods = [m for m in args.methods.split(",") if m]
