@@ -372,7 +372,7 @@ def _scatter(result: SearchResult, name: str):
     ax.set_xlabel(plain_text(name) + (" (log scale)" if getattr(param, "log", False) else ""))
     ax.set_ylabel(plain_text(plan.metric))
     ax.grid(True, alpha=0.3)
-    if ax.has_data():
+    if ax.get_legend_handles_labels()[0]:  # a stage with a completed trial
         ax.legend(fontsize="small", loc="best")
     return fig
 
