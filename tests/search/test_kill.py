@@ -91,7 +91,8 @@ def test_kill_9_mid_stage_then_resume_keeps_every_completed_trial(make_config, t
         assert trials[orphan.number].state == TrialState.FAIL
         (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == orphan.number]
         assert retry.state.is_finished() and retry.state != TrialState.FAIL
-        assert retry.params == orphan.params or not orphan.params
+        # the values it had drawn are kept (a kill between two suggest calls leaves some)
+        assert orphan.params.items() <= retry.params.items()
 
 
 def _children(pid):
