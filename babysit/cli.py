@@ -482,6 +482,13 @@ def search_command(
             min=1, help="torch threads per process (1 is fastest for small models on a CPU)."
         ),
     ] = 1,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder for the checkpoints of trials a promoting stage continues; on "
+            "several machines, one they all see. Default: OUT/checkpoints."
+        ),
+    ] = None,
 ) -> None:
     """Coarse-to-fine random search on Optuna: stages that narrow the ranges, the 3x loss abort,
     boundary warnings. Run the same command on each machine of a shared PostgreSQL study."""
@@ -532,6 +539,7 @@ def search_command(
             progress=view.update if view else None,
             on_start=started,
             threads=threads,
+            checkpoints=Path(checkpoints) if checkpoints else out / "checkpoints",
         )
     except KeyboardInterrupt:
         console.print(
