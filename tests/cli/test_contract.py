@@ -242,7 +242,7 @@ def test_train_refuses_a_model_that_cannot_train_before_the_first_step(
 def test_the_preflight_leaves_the_seeded_run_unchanged(tmp_path):
     """The pre-flight forward runs in eval mode without gradients: the metrics of a run are
     those of the same run without it."""
-    import babysit.cli as cli
+    import babysit.cli._train as cli
 
     runs = []
     for check in (cli._preflight, lambda *args: None):
