@@ -15,6 +15,7 @@ from babysit.cli._common import (
     _preprocessed,
 )
 from babysit.errors import UsageError
+from babysit.train.optimizers import optimizer_help
 
 DOCTOR_LOSSES = ("cross_entropy", "bce", "mse")
 
@@ -57,8 +58,7 @@ def doctor(
     optimizer: Annotated[
         str,
         typer.Option(
-            help="The optimizer you will train with: sgd, momentum, nesterov, adam, "
-            "adamw or rmsprop."
+            help=f"The optimizer you will train with: {optimizer_help()}."
         ),
     ] = "sgd",
     loss: Annotated[

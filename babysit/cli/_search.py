@@ -61,11 +61,9 @@ def search_command(
     boundary warnings. Run the same command on each machine of a shared PostgreSQL study."""
     from pathlib import Path
 
-    from rich.markup import escape
-
     from babysit.report.terminal import stderr as console
     from babysit.search.config import default_out, load_config
-    from babysit.search.report import LiveTrials, print_summary, write_report
+    from babysit.search.report import LiveTrials
     from babysit.search.runner import quiet_optuna, run_search
     from babysit.search.storage import resolve_storage
     from babysit.search.study import SearchStopped, load_result
@@ -81,17 +79,7 @@ def search_command(
         + (f" --workers {workers}" if workers > 1 else "")
     )
 
-    def started(opened, recovered: list[int], created: bool) -> None:
-        finished = any(t.state.is_finished() for t in opened.get_trials(deepcopy=False))
-        verb = "starting" if created else "resuming" if finished else "joining"
-        console.print(
-            f"{verb} study [bold]{escape(name)}[/] in {escape(spec.display)}: "
-            f"{cfg.plan.total_trials} trials in {len(cfg.plan.stages)} stages"
-            + (f", {workers} workers" if workers > 1 else "")
-        )
-        if recovered:
-            console.print(f"re-queued trials interrupted earlier: {recovered}", markup=False)
-
+    started = _on_start(name, spec.display, cfg.plan, workers)
     view = LiveTrials(cfg.plan, name) if live else None
     stopped: SearchStopped | None = None
     try:
@@ -120,22 +108,7 @@ def search_command(
     finally:
         if view:
             view.__exit__(None, None, None)
-    print_summary(result)
-    paths = write_report(result, out, spec.display)
-    console.print(f"wrote {', '.join(str(p) for p in paths)}", markup=False, highlight=False)
-    if stopped is not None:
-        console.print(
-            f"babysit: the search stopped: {stopped}", markup=False, highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(1)
-    if result.given_up:
-        console.print(_given_up_line(result), markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
-    if not result.done:
-        console.print(
-            f"[bold red]the search did not finish[/]; continue with: {escape(resume_hint)}"
-        )
-        raise typer.Exit(1)
+    _finish(result, stopped, out, spec.display, resume_hint)
 
 
 def _given_up_line(result) -> str:
@@ -152,3 +125,50 @@ def _given_up_line(result) -> str:
         f"babysit: trial {numbers} was interrupted {MAX_RETRIES + 1} times and given up "
         f"({'; '.join(short)} trials); the search is short of its budget"
     )
+
+
+def _on_start(name: str, display: str, plan, workers: int):
+    """The first line of a search: starting, resuming or joining the study, and the trials
+    re-queued after an interruption."""
+    from rich.markup import escape
+
+    from babysit.report.terminal import stderr as console
+
+    def started(opened, recovered: list[int], created: bool) -> None:
+        finished = any(t.state.is_finished() for t in opened.get_trials(deepcopy=False))
+        verb = "starting" if created else "resuming" if finished else "joining"
+        console.print(
+            f"{verb} study [bold]{escape(name)}[/] in {escape(display)}: "
+            f"{plan.total_trials} trials in {len(plan.stages)} stages"
+            + (f", {workers} workers" if workers > 1 else "")
+        )
+        if recovered:
+            console.print(f"re-queued trials interrupted earlier: {recovered}", markup=False)
+
+    return started
+
+
+def _finish(result, stopped, out, display: str, resume_hint: str) -> None:
+    """The summary and the report; exit 1 when the search stopped, gave a trial up or did
+    not finish."""
+    from rich.markup import escape
+
+    from babysit.report.terminal import stderr as console
+    from babysit.search.report import print_summary, write_report
+
+    print_summary(result)
+    paths = write_report(result, out, display)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}", markup=False, highlight=False)
+    if stopped is not None:
+        console.print(
+            f"babysit: the search stopped: {stopped}", markup=False, highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1)
+    if result.given_up:
+        console.print(_given_up_line(result), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    if not result.done:
+        console.print(
+            f"[bold red]the search did not finish[/]; continue with: {escape(resume_hint)}"
+        )
+        raise typer.Exit(1)

@@ -19,6 +19,7 @@ from babysit.cli._common import (
     _write_json,
 )
 from babysit.errors import UsageError
+from babysit.train.optimizers import optimizer_help
 
 
 def _preflight(net, train_set, classes: int, batch_size: int) -> None:
@@ -83,7 +84,7 @@ def train(
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training set.")] = 10,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.05,
     optimizer: Annotated[
-        str, typer.Option(help="sgd, momentum, nesterov, adam, adamw or rmsprop.")
+        str, typer.Option(help=f"One of: {optimizer_help()}.")
     ] = "momentum",
     weight_decay: Annotated[float, typer.Option(help="L2 regularization strength.")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
@@ -127,8 +128,8 @@ def train(
 
     from babysit._io import ensure_writable_dir
     from babysit.data import load_data
-    from babysit.report.terminal import TrainProgress, history_table
-    from babysit.train import LossAbort, Monitor, fit
+    from babysit.report.terminal import history_table
+    from babysit.train import fit
 
     if monitor_every == 0 and tensorboard is not None:
         raise UsageError("--tensorboard writes the Monitor's records; drop --monitor-every 0")
@@ -141,14 +142,7 @@ def train(
     torch.manual_seed(seed)  # the model's initial weights, so that --seed repeats the run
     net = _model(model, splits.input_shape, splits.classes)
     _preflight(net, train_set, splits.classes, batch_size)
-    callbacks: list = [TrainProgress(epochs)]
-    monitor = None
-    if monitor_every == 0:
-        callbacks.append(LossAbort(check_every=10))
-    else:
-        every = {} if monitor_every is None else {"every": monitor_every}
-        monitor = Monitor(net, stop_on_abort=True, log_dir=tensorboard, **every)
-        callbacks.append(monitor)
+    callbacks, monitor = _callbacks(net, epochs, monitor_every, tensorboard)
     try:
         history = fit(
             net,
@@ -179,17 +173,38 @@ def train(
             batch_size=batch_size,
             preprocess=preprocess,
             seed=seed,
-            monitor_every=None if monitor is None else monitor.every,
-            monitor_sample=None if monitor is None else monitor.sample,
         )
-        metrics = {
-            "epochs": history.epochs,
-            "steps": len(history.step_loss),
-            "stop_reason": history.stop_reason,
-            "alerts": [] if monitor is None else monitor.alerts,
-            "settings": settings,
-        }
-        _saving(lambda: _write_json(out_dir / "metrics.json", metrics), out_dir)
+        _save_metrics(out_dir, history, monitor, settings)
     if history.stopped:
         print(f"babysit: training stopped: {history.stop_reason}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _save_metrics(out_dir, history, monitor, settings: dict) -> None:
+    """metrics.json: per-epoch metrics, the stop reason, the Monitor's alerts, the settings."""
+    settings = {
+        **settings,
+        "monitor_every": None if monitor is None else monitor.every,
+        "monitor_sample": None if monitor is None else monitor.sample,
+    }
+    metrics = {
+        "epochs": history.epochs,
+        "steps": len(history.step_loss),
+        "stop_reason": history.stop_reason,
+        "alerts": [] if monitor is None else monitor.alerts,
+        "settings": settings,
+    }
+    _saving(lambda: _write_json(out_dir / "metrics.json", metrics), out_dir)
+
+
+def _callbacks(net, epochs: int, monitor_every: int | None, tensorboard: str | None):
+    """Progress bars, and the Monitor (or, with --monitor-every 0, only the 3x-loss abort)."""
+    from babysit.report.terminal import TrainProgress
+    from babysit.train import LossAbort, Monitor
+
+    callbacks: list = [TrainProgress(epochs)]
+    if monitor_every == 0:
+        return [*callbacks, LossAbort(check_every=10)], None
+    every = {} if monitor_every is None else {"every": monitor_every}
+    monitor = Monitor(net, stop_on_abort=True, log_dir=tensorboard, **every)
+    return [*callbacks, monitor], monitor
