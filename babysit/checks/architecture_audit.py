@@ -259,10 +259,9 @@ class ArchitectureAudit(Check):
         found = audit_architecture(trace, context.task, output) + frozen_parameters(context.model)
         return found, structure
 
-    def describe(self, measurements: dict[str, Any]) -> str | None:
-        a = measurements.get("architecture")
-        if not a or a.get("weight_layers") is None:
-            return None
+    needs = "weight_layers"
+
+    def reads(self, a: dict[str, Any]) -> str:
         return (
             f"{len(a['weight_layers'])} weight layer(s), output "
             f"{tuple(a.get('output_shape') or [])} (no hidden sigmoid, raw scores into the loss, "

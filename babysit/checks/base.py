@@ -71,6 +71,11 @@ class Context:
     _audit_inputs: tuple[Tensor, str] | None = None
 
     @property
+    def training_args(self) -> tuple[nn.Module, Tensor, Tensor, Task]:
+        """(model, x, y, task): the first arguments of the checks that train a copy."""
+        return self.model, self.x, self.y, self.task
+
+    @property
     def batch(self) -> Tensor:
         return self.x[: self.budget.audit_examples]
 
@@ -160,6 +165,7 @@ class Check:
     gate: ClassVar[bool] = False  # its errors make the checks that train the model step aside
     section: ClassVar[str | None] = None  # the HTML section its figures go in
     figures: ClassVar[tuple[Figure, ...]] = ()
+    needs: ClassVar[str | None] = None  # the measurement's field without which there is no row
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -181,8 +187,15 @@ class Check:
 
     def describe(self, measurements: dict[str, Any]) -> str | None:
         """What was measured against what is expected, for the report's row (None: no row,
-        e.g. the check did not run)."""
-        return None
+        e.g. the check did not run): `reads` of its measurement, when that has `needs`."""
+        measurement = measurements.get(self.key)
+        if not measurement or self.needs is None or measurement.get(self.needs) is None:
+            return None
+        return self.reads(measurement)
+
+    def reads(self, measurement: dict[str, Any]) -> str:
+        """The row's text for a measurement that has `needs`."""
+        raise NotImplementedError
 
 
 def fmt(value: Any, spec: str = ".3g") -> str:

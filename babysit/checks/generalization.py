@@ -243,10 +243,9 @@ class TrainingRunCheck(Check):
             seed=context.seed,
         )
 
-    def describe(self, measurements: dict[str, Any]) -> str | None:
-        t = measurements.get("training") or {}
-        if t.get("train_accuracy") is None:
-            return None
+    needs = "train_accuracy"
+
+    def reads(self, t: dict[str, Any]) -> str:
         linear = t.get("linear_val_accuracy")
         return (
             f"train {t['train_accuracy']:.1%}, val {t['val_accuracy']:.1%} (gap <= 10%"

@@ -32,7 +32,6 @@ INIT_LOSS_RATIO_MAX = 2.5
 OUTPUT_SCALE_MAX = 5.0
 
 
-
 def check_initial_loss(
     model: nn.Module, x: Tensor, y: Tensor, task: Task, input_note: str = ""
 ) -> tuple[list[Finding], dict[str, Any]]:
@@ -168,10 +167,9 @@ class InitialLossCheck(Check):
                 evidence={**f.evidence, "initial_loss_as_given": loss, "expected": expected},
             )
 
-    def describe(self, measurements: dict[str, Any]) -> str | None:
-        i = measurements.get("initial_loss")
-        if not i or i.get("loss") is None:
-            return None
+    needs = "loss"
+
+    def reads(self, i: dict[str, Any]) -> str:
         if i.get("output_scale") is not None:
             return f"outputs {fmt(i['output_scale'])}x the targets' rms (<= 5x)"
         if i.get("expected") is None:

@@ -187,19 +187,15 @@ class LearnableCheck(Check):
 
     def run(self, context: Context) -> Found:
         return check_learnable(
-            context.model,
-            context.x,
-            context.y,
-            context.task,
+            *context.training_args,
             steps=context.budget.learnable_steps,
             batch_size=context.budget.batch_size,
             seed=context.seed,
         )
 
-    def describe(self, measurements: dict[str, Any]) -> str | None:
-        le = measurements.get("learnable")
-        if not le or le.get("held_out_accuracy") is None:
-            return None
+    needs = "held_out_accuracy"
+
+    def reads(self, le: dict[str, Any]) -> str:
         linear = le.get("linear_held_out_accuracy")
         return (
             f"held-out accuracy {le['held_out_accuracy']:.0%} (chance {le['chance']:.0%}; must "

@@ -29,10 +29,7 @@ class LRRangeCheck(Check):
     def run(self, context: Context) -> Found:
         budget = context.budget
         return [], lr_range_test(
-            context.model,
-            context.x,
-            context.y,
-            context.task,
+            *context.training_args,
             optimizer=context.optimizer,
             steps=budget.range_steps,
             batch_size=budget.batch_size,
@@ -92,10 +89,7 @@ class LearningRateCheck(Check):
             )
         ]
         found, measurement = check_lr(
-            context.model,
-            context.x,
-            context.y,
-            context.task,
+            *context.training_args,
             lr=context.lr,
             suggestion=(lr_range or {}).get("suggestion"),
             optimizer=context.optimizer,

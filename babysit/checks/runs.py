@@ -33,7 +33,6 @@ LINEAR_RIDGE_ALPHA = 1.0
 LINEAR_MAX_ROWS = 2048
 
 
-
 def device_of(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device

@@ -353,10 +353,7 @@ class OverfitCheck(Check):
     def run(self, context: Context) -> Found:
         hints = tuple(dict.fromkeys(f.code for f in context.raised(*OVERFIT_HINTS)))
         found, measurement = check_overfit(
-            context.model,
-            context.x,
-            context.y,
-            context.task,
+            *context.training_args,
             steps=context.budget.overfit_steps,
             seed=context.seed,
             hints=hints,
@@ -381,10 +378,9 @@ class OverfitCheck(Check):
                     f"this does not stop it from training",
                 )
 
-    def describe(self, measurements: dict[str, Any]) -> str | None:
-        o = measurements.get("overfit")
-        if not o or o.get("final_loss") is None:
-            return None
+    needs = "final_loss"
+
+    def reads(self, o: dict[str, Any]) -> str:
         acc = o.get("final_accuracy")
         acc_text = f"accuracy {acc:.0%}, " if isinstance(acc, int | float) else ""
         return (
@@ -416,18 +412,14 @@ class RegularizationCheck(Check):
 
     def run(self, context: Context) -> Found:
         return check_regularization(
-            context.model,
-            context.x,
-            context.y,
-            context.task,
+            *context.training_args,
             steps=context.budget.reg_steps,
             seed=context.seed,
         )
 
-    def describe(self, measurements: dict[str, Any]) -> str | None:
-        r = measurements.get("regularization")
-        if not r or r.get("rise") is None:
-            return None
+    needs = "rise"
+
+    def reads(self, r: dict[str, Any]) -> str:
         return (
             f"fitted loss {fmt(r['plain']['loss'])} -> {fmt(r['decayed']['loss'])} with weight "
             f"decay (must rise)"
