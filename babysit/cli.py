@@ -68,8 +68,16 @@ def _model(spec: str | None, input_shape, classes: int):
     try:
         builder = load_function(spec)
         return from_spec(spec, input_shape, classes)
-    except UsageError:
-        raise
+    except UsageError as e:
+        if not str(e).startswith(spec):
+            raise
+        hint = ""
+        if inspect.isclass(locals().get("builder")):
+            hint = (
+                "; it names a class: write a function that builds the module, e.g. "
+                "def model(input_shape, classes): ..."
+            )
+        raise UsageError(f"--model {e}{hint}") from None
     except Exception as e:
         hint = "make it return an nn.Module; it may take input_shape and classes"
         if inspect.isclass(locals().get("builder")):

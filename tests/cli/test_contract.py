@@ -105,7 +105,7 @@ def _refuse(capsys, argv, *fragments) -> str:
     ("spec", "fragments"),
     [
         ("models.py:raises", ["RuntimeError: boom in the builder"]),
-        ("models.py:needs_depth", ["missing 1 required positional argument: 'depth'"]),
+        ("models.py:needs_depth", ["needs depth", "give the others defaults"]),
         ("broken.py:model", ["SyntaxError", "broken.py, line 1"]),
         ("torch.nn:Linear", ["names a class", "def model(input_shape, classes)"]),
     ],
