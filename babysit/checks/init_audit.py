@@ -320,30 +320,24 @@ def _depth_findings(
             f"{_fmt(gvals[0])} at {first} ({_fmt(backward)}x, limit {grad_limit:g}x either way)"
         )
         (vanish_parts if backward < 1 else explode_parts).append(text)
-    if vanish_parts:
+    directions = (
+        ("INIT_VANISHING", "collapses", vanish_parts, True),
+        ("INIT_EXPLODING", "grows", explode_parts, False),
+    )
+    for code, verb, parts, shrinking in directions:
+        if not parts:
+            continue
+        forward_here = forward_bad and (forward < 1) == shrinking
         findings.append(
             Finding(
-                "INIT_VANISHING",
+                code,
                 "warning",
-                "signal collapses with depth at init" + note + ": " + "; ".join(vanish_parts),
+                f"signal {verb} with depth at init" + note + ": " + "; ".join(parts),
                 _init_fix(family),
                 evidence,
-                _start(names, stds, True)
-                if forward_bad and forward < 1
-                else _start(names[::-1], [g or 0.0 for g in grads][::-1], True),
-            )
-        )
-    if explode_parts:
-        findings.append(
-            Finding(
-                "INIT_EXPLODING",
-                "warning",
-                "signal grows with depth at init" + note + ": " + "; ".join(explode_parts),
-                _init_fix(family),
-                evidence,
-                _start(names, stds, False)
-                if forward_bad and forward > 1
-                else _start(names[::-1], [g or 0.0 for g in grads][::-1], False),
+                _start(names, stds, shrinking)
+                if forward_here
+                else _start(names[::-1], [g or 0.0 for g in grads][::-1], shrinking),
             )
         )
     return findings
