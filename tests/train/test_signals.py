@@ -252,3 +252,36 @@ def test_no_module_over_600_lines_and_no_function_over_100_lines():
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = node.end_lineno - node.lineno + 1
                 assert length <= 100, f"{path.name}:{node.name} has {length} lines"
+
+
+def test_the_lab_error_log_and_the_checkup_measure_are_a_few_lines_on_evaluate_every():
+    """The four fixed-batch callbacks elsewhere can be rebuilt on EvaluateEvery: run each
+    beside its rebuild in one fit, and they record the same numbers at the same steps."""
+    from babysit.checks.runs import Measure
+    from babysit.checks.task import accuracy, task_for
+    from babysit.lab.measure import ErrorLog
+
+    x, y = _blobs()
+    task = task_for(None)
+    torch.manual_seed(0)
+    model = mlp(8, [16], 3, dropout=0.3)
+    error_log = ErrorLog((x[:64], y[:64]), every=4, target=0.1, stop_at_target=False)
+    error_rebuilt = EvaluateEvery(_error, (x[:64], y[:64]), every=4)
+    measure = Measure(x[:64], y[:64], task, every=5, train_mode=False)
+    measure_rebuilt = EvaluateEvery(
+        lambda m, xb, yb: (float(task.loss(out := m(xb), yb)), accuracy(out, yb, task)),
+        (x[:64], y[:64]),
+        every=5,
+        at_end=True,
+    )
+    fit(
+        model,
+        (x, y),
+        epochs=2,
+        lr=0.1,
+        batch_size=32,
+        callbacks=[error_log, error_rebuilt, measure, measure_rebuilt],
+    )
+    assert error_rebuilt.steps == error_log.steps
+    assert error_rebuilt.values == error_log.errors
+    assert [(e.step, *e.value) for e in measure_rebuilt.evaluations] == measure.records
