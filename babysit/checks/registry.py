@@ -12,6 +12,7 @@ from babysit.checks.init_audit import InitAudit
 from babysit.checks.initial_loss import InitialLossCheck
 from babysit.checks.learnable import LearnableCheck
 from babysit.checks.learning_rate import LearningRateCheck, LRRangeCheck
+from babysit.checks.params_check import ParamsCheck
 from babysit.checks.sanity import OverfitCheck, RegularizationCheck
 from babysit.checks.target_audit import TargetAudit
 
@@ -28,6 +29,7 @@ CHECKUP: tuple[Check, ...] = (
     RegularizationCheck(),
     LRRangeCheck(),
     LearningRateCheck(),
+    ParamsCheck(),
     TrainingRunCheck(),
 )
 
@@ -36,13 +38,7 @@ BOOKKEEPING = ("CHECK_FAILED", "CHECK_SKIPPED")
 
 # The codes that only the reading of a training run raises (babysit.checks.training_run, from
 # a Monitor's history: `mon.report()`, `babysit report RUN_DIR`); docs/monitor.md has them.
-RUN_REPORT_CODES = (
-    "LOSS_EXPLODED",
-    "LOSS_NOISY",
-    "GRAD_ACCUMULATING",
-    "EVAL_MODE_TRAINING",
-    "PARAMS_NOT_UPDATED",
-)
+RUN_REPORT_CODES = ("LOSS_EXPLODED", "LOSS_NOISY", "GRAD_ACCUMULATING", "EVAL_MODE_TRAINING")
 
 
 def check_of(key: str | None) -> Check | None:

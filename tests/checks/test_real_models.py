@@ -181,11 +181,6 @@ def test_row_bert_items_collate():
     assert logits.shape == (8, 3) and labels.shape == (8,)
 
 
-@_missing(
-    "checks/params.py (snapshot, gradient_norms, parameter_updates, check_params_updated) "
-    "wired around the learning-rate step's short run, and nn.LSTM/GRU/Embedding in the "
-    "update-ratio layers (today only fc is measured)"
-)
 def test_row_detached_lstm_with_lr_given_is_params_not_updated():
     case = zoo.lstm_case(bug=True, n=64)
     assert case.kwargs["lr"] == 1e-2
@@ -345,11 +340,7 @@ BUGS = [
             "softmax has no module for the trace to see)"
         ),
     ),
-    pytest.param(
-        lambda: zoo.lstm_case(bug=True, n=64),
-        id="lstm-detached",
-        marks=_missing("PARAMS_NOT_UPDATED wired (the detached-LSTM row)"),
-    ),
+    pytest.param(lambda: zoo.lstm_case(bug=True, n=64), id="lstm-detached"),
     pytest.param(lambda: zoo.gru_lm_case(bug=True, n=64, length=12), id="gru_lm-lr-10"),
     pytest.param(lambda: zoo.segmentation_case(bug=True), id="segmentation-softmax"),
     pytest.param(lambda: zoo.regression_case("scale"), id="regression-targets-x1000"),
