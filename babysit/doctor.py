@@ -5,16 +5,19 @@ check never stops the rest:
 1. data audit: NaN inputs, labels the loss cannot use, un-centred or un-scaled inputs;
 2. architecture audit: hidden sigmoids, squashed logits, stacked linear maps, depth without
    normalization, frozen parameters;
-3. init audit: activations and gradients across depth at init, saturation, dead units,
+3. target audit: targets that only broadcast against the outputs, regression targets far
+   from unit scale;
+4. init audit: activations and gradients across depth at init, saturation, dead units,
    symmetric weights;
-4. the initial loss against ln(C);
-5. overfitting ~20 examples with regularization off;
-6. whether the labels can be learnt at all;
-7. regularization raises the loss;
-8. the learning-rate range test;
-9. a short run at the given or suggested rate (the update/weight ratio per layer), and the
-   suggestion;
-10. with quick=False and validation data, a short real run judged for over/underfitting.
+5. the initial loss against ln(C);
+6. overfitting ~20 examples with regularization off;
+7. whether the labels can be learnt at all;
+8. regularization raises the loss;
+9. the learning-rate range test;
+10. a short run at the given or suggested rate (the update/weight ratio per layer), and the
+    suggestion;
+11. parameters that get no gradient or never change, over a few steps at that rate;
+12. with quick=False and validation data, a short real run judged for over/underfitting.
 
 The user's model is never modified: training happens on deep copies and measurements
 restore the model's mode, buffers and gradients. Torch's global RNG state is restored too.
