@@ -27,8 +27,9 @@ ModelOption = Annotated[
     str | None,
     typer.Option(
         "--model",
-        help="MODULE:FUNCTION or FILE.py:FUNCTION returning an nn.Module (it may take "
-        "input_shape and classes). Default: a 2x100 ReLU MLP.",
+        help="MODULE:FUNCTION or FILE.py:FUNCTION returning an nn.Module; it is given "
+        "input_shape and the number of classes under the name it takes (classes, "
+        "num_classes, vocab_size, num_labels, ...). Default: a 2x100 ReLU MLP.",
     ),
 ]
 DataOption = Annotated[
@@ -79,7 +80,10 @@ def _model(spec: str | None, input_shape, classes: int):
             )
         raise UsageError(f"--model {e}{hint}") from None
     except Exception as e:
-        hint = "make it return an nn.Module; it may take input_shape and classes"
+        hint = (
+            "make it return an nn.Module; it may take input_shape and the number of classes "
+            "(as classes, num_classes, vocab_size, ...)"
+        )
         if inspect.isclass(locals().get("builder")):
             hint = (
                 "it names a class, called as CLASS(input_shape, classes): write a function "
@@ -466,6 +470,13 @@ def search_command(
             min=1, help="torch threads per process (1 is fastest for small models on a CPU)."
         ),
     ] = 1,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder for the checkpoints of trials a promoting stage continues; on "
+            "several machines, one they all see. Default: OUT/checkpoints."
+        ),
+    ] = None,
 ) -> None:
     """Coarse-to-fine random search on Optuna: stages that narrow the ranges, the 3x loss abort,
     boundary warnings. Run the same command on each machine of a shared PostgreSQL study."""
@@ -516,6 +527,7 @@ def search_command(
             progress=view.update if view else None,
             on_start=started,
             threads=threads,
+            checkpoints=Path(checkpoints) if checkpoints else out / "checkpoints",
         )
     except KeyboardInterrupt:
         console.print(

@@ -58,7 +58,7 @@ def _model_case(name: str):
     """(model, (x, y), note) for one of the issue's two figures, seeded."""
     import torch
 
-    sys.path.insert(0, str(ROOT / "tests" / "zoo"))
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "zoo")]  # zoo imports tests.zoo.resnet
     import zoo
 
     torch.manual_seed(0)

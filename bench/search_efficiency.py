@@ -1,25 +1,32 @@
 """Benchmark: how many training epochs each search method spends to find a good configuration.
 
-    python bench/search_efficiency.py            # 9 seeds, 150 epochs per method per seed
+    python bench/search_efficiency.py            # 2 tasks x 9 seeds, 150 epochs per method
     python bench/search_efficiency.py --quick    # 3 seeds, 50 epochs: a smoke run
+    python bench/search_efficiency.py --first-seed 9 --seeds 9   # the held-out seeds
 
-On the bundled digits data (standardized), a 64-100-10 ReLU MLP (`babysit.nn.mlp`, He init),
-SGD with momentum 0.9, batch 64, searching lr in [1e-6, 10] and weight decay in [1e-6, 1],
-both log-uniform. Every method gets the same budget of training epochs per seed:
-  (a) grid:     a k x k grid (Optuna's GridSampler, in its seeded order), 4-epoch trials;
+Two tasks on the bundled digits data (standardized), SGD with momentum 0.9, batch 64:
+  1. a 64-100-10 ReLU MLP (`babysit.nn.mlp`, He init), lr in [1e-6, 10] and weight decay in
+     [1e-6, 1], both log-uniform (the issue's task);
+  2. a net of 3 hidden BatchNorm layers, lr in [1e-4, 10], weight decay in [1e-6, 0.1] (log),
+     dropout in [0, 0.6] and width in [16, 256] (log, integer): a task of another kind.
+Every method gets the same budget of training epochs per seed:
+  (a) grid:     a k^d grid (Optuna's GridSampler, in its seeded order), 4-epoch trials;
   (b) random:   Optuna's RandomSampler, 4-epoch trials, no pruning;
   (c) tpe+hb:   Optuna's TPESampler with a HyperbandPruner (1 to 8 epochs, eta 3) on the
                 validation accuracy of each epoch;
   (d) babysit:  babysit.search: 1-epoch coarse stage, 4-epoch fine stage, 15-epoch long stage,
-                each narrowed on the one before, with the 3x loss abort on every step
-                (20 x 1 -> 15 x 4 -> 4 x 15 epochs at the default budget; see babysit_stages).
-A trial's cost is the epochs it trained (a pruned trial counts the steps it ran). For each
-seed, the target is the best validation accuracy any method found, less 1 point (absolute);
-a method's "epochs to target" is its cumulative cost at the end of the first trial that
-reached it. Reported per method, as BENCHMARKS.md asks: the median best accuracy, in how many
-seeds it reached the target, and the median epochs where it did ("never" otherwise), and the
-ratios of those medians to (b). All in one process; epochs, not seconds, are compared, so the
-figures do not depend on the machine's load. Exits 0.
+                each narrowed on the one before, with the 3x loss abort on every step, and
+                promotion: the fine and long stages first continue the best trials of the
+                stage before from their checkpoints (see babysit_stages);
+  (e) no-promo: the same stages without promotion (every trial from scratch).
+A trial's cost is the epochs it trained itself (a pruned trial counts the steps it ran; a
+continued trial's earlier epochs were counted when its parent trained them, earlier in the
+same run). For each seed, the target is the best validation accuracy any method found, less
+1 point (absolute); a method's "epochs to target" is its cumulative cost at the end of the
+first trial that reached it. Reported per method, as BENCHMARKS.md asks: the median best
+accuracy, in how many seeds it reached the target, the median epochs where it did ("never"
+otherwise), and the ratios to (c). All in one process; epochs, not seconds, are compared, so
+the figures do not depend on the machine's load. Exits 0.
 """
 
 from __future__ import annotations
@@ -46,12 +53,50 @@ from babysit.train.callbacks import Callback  # noqa: E402
 
 LR = (1e-6, 10.0)  # the CS231n notes' coarse range, 10 ** uniform(-6, 1)
 WEIGHT_DECAY = (1e-6, 1.0)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A benchmark task: the model's fixed settings and the searched ranges (low, high, log)."""
+
+    name: str
+    fixed: dict
+    space: dict
+
+    def describe(self) -> str:
+        ranges = ", ".join(
+            f"{n} {lo:g}..{hi:g}{' log' if log else ''}" for n, (lo, hi, log) in self.space.items()
+        )
+        return f"{self.name}; searching {ranges}"
+
+
+# (1) the issue's task: digits, 64-100-10 ReLU MLP, lr and weight decay.
+MLP_TASK = Task(
+    "digits, 64-100-10 MLP, SGD momentum, batch 64",
+    {"width": 100, "depth": 1, "optimizer": "momentum", "batch_size": 64},
+    {"lr": (*LR, True), "weight_decay": (*WEIGHT_DECAY, True)},
+)
+# (2) a task of another kind: a 3-hidden-layer BatchNorm net, 4 hyperparameters.
+BN_TASK = Task(
+    "digits, 3 hidden BatchNorm layers, SGD momentum, batch 64",
+    {"depth": 3, "batch_norm": True, "optimizer": "momentum", "batch_size": 64},
+    {
+        "lr": (1e-4, 10.0, True),
+        "weight_decay": (1e-6, 1e-1, True),
+        "dropout": (0.0, 0.6, False),
+        "width": (16, 256, True),
+    },
+)
+TASKS = (MLP_TASK, BN_TASK)
 TRIAL_EPOCHS = 4  # grid and random trial length
 HYPERBAND_MAX_EPOCHS = 8
 TARGET_MARGIN = 0.01  # "within 1% of the best accuracy any method found": 1 point, absolute
-TARGET_RATIO = 0.5  # the brief: (d) reaches the target in <= 0.5x the epochs of (b)
-FIXED = {"width": 100, "depth": 1, "optimizer": "momentum", "batch_size": 64}
-METHODS = ("grid", "random", "tpe+hb", "babysit")
+TPE_RATIO = 0.7  # issue 14: babysit reaches the target in <= 0.7x TPE+Hyperband's epochs
+METHODS = ("grid", "random", "tpe+hb", "babysit", "no-promo")
+# Trials of the fine and long stages that continue the stage before's best from checkpoints.
+PROMOTE_FINE = 8
+PROMOTE_LONG = 3
+PROMOTE_EXTRA = 3
 
 
 @dataclass
@@ -77,16 +122,21 @@ class Run:
         return None
 
 
-def babysit_stages(budget: int) -> list[Stage]:
+def babysit_stages(budget: int, promote: bool = True) -> list[Stage]:
     """Coarse (1 epoch) -> fine (4) -> long (15) with ~13%, ~40% and ~40% of the budget: for
     B = 150, 20 x 1 -> 15 x 4 -> 4 x 15. Chosen on held-out seeds 9-17 (never on the seeds
     reported here): against 40 x 1 -> 12 x 4 -> 4 x 15, the 20-trial coarse stage still found
     the good lr region and reached 0.96 validation accuracy in 28 epochs instead of 50
-    (median), with a higher median best (0.978 vs 0.972)."""
+    (median), with a higher median best (0.978 vs 0.972). With `promote`, the fine stage's
+    first PROMOTE_FINE trials continue the coarse stage's best ones and the long stage's first
+    PROMOTE_LONG continue the fine stage's best (see PROMOTE_* for the held-out figures)."""
+    fine, long = max(3, round(0.40 * budget / 4)), max(1, round(0.40 * budget / 15))
+    if promote:  # the epochs continued trials save go to more fresh long trials
+        long += PROMOTE_EXTRA
     return [
         Stage(max(3, round(0.13 * budget)), epochs=1),
-        Stage(max(3, round(0.40 * budget / 4)), epochs=4),
-        Stage(max(1, round(0.40 * budget / 15)), epochs=15),
+        Stage(fine, epochs=4, promote=min(fine, PROMOTE_FINE) if promote else 0),
+        Stage(long, epochs=15, promote=min(long, PROMOTE_LONG) if promote else 0),
     ]
 
 
@@ -103,8 +153,22 @@ class _EpochReport(Callback):
             raise optuna.TrialPruned()
 
 
+def _suggest(trial: optuna.Trial, name: str, spec: tuple) -> float | int:
+    low, high, log = spec
+    if isinstance(low, int) and isinstance(high, int):
+        return trial.suggest_int(name, low, high, log=log)
+    return trial.suggest_float(name, low, high, log=log)
+
+
 def optuna_method(
-    name: str, objective: ModelObjective, sampler, pruner, epochs: int, budget: int, seed: int
+    name: str,
+    task: Task,
+    objective: ModelObjective,
+    sampler,
+    pruner,
+    epochs: int,
+    budget: int,
+    seed: int,
 ) -> Run:
     """Plain Optuna (`study.optimize`): each trial trains `epochs` epochs (Hyperband may stop
     it earlier); no new trial starts once it could overrun the budget. The study has a fixed
@@ -115,15 +179,14 @@ def optuna_method(
     run = Run()
 
     def train(trial: optuna.Trial) -> float:
-        lr = trial.suggest_float("lr", *LR, log=True)
-        wd = trial.suggest_float("weight_decay", *WEIGHT_DECAY, log=True)
-        hp = objective.hyperparameters({"lr": lr, "weight_decay": wd})
+        params = {name: _suggest(trial, name, spec) for name, spec in task.space.items()}
+        hp = objective.hyperparameters(params)
         ran = [0]
         try:
             history = fit(
-                objective.build(hp), objective.train, objective.val, epochs=epochs, lr=lr,
-                optimizer="momentum", weight_decay=wd, batch_size=64, seed=seed,
-                callbacks=[_EpochReport(trial, ran)],
+                objective.build(hp), objective.train, objective.val, epochs=epochs,
+                lr=hp["lr"], optimizer="momentum", weight_decay=hp["weight_decay"],
+                batch_size=64, seed=seed, callbacks=[_EpochReport(trial, ran)],
             )  # fmt: skip
         except optuna.TrialPruned:
             run.trials.append((ran[0], None))
@@ -141,15 +204,22 @@ def optuna_method(
     return run
 
 
-def babysit_method(objective: ModelObjective, budget: int, seed: int, folder: Path) -> Run:
-    steps_per_epoch = math.ceil(len(objective.train) / FIXED["batch_size"])
+def babysit_method(
+    task: Task, objective: ModelObjective, budget: int, seed: int, folder: Path, promote: bool
+) -> Run:
+    """babysit.search; a trial's cost is the steps it trained itself (a continued trial's
+    earlier epochs were counted when its parent trained them, earlier in the run)."""
+    steps_per_epoch = math.ceil(len(objective.train) / task.fixed["batch_size"])
+    space = {n: {"low": lo, "high": hi, "log": log} for n, (lo, hi, log) in task.space.items()}
+    tag = f"{'p' if promote else 'n'}-{seed}-{abs(hash(task.name)) % 10**6}"
     result = search(
         objective,
-        {"lr": LR, "weight_decay": WEIGHT_DECAY},
-        babysit_stages(budget),
-        storage=f"sqlite:///{folder}/babysit-{seed}.db",
-        study_name=f"bench-{seed}",
+        space,
+        babysit_stages(budget, promote),
+        storage=f"journal:{folder}/babysit-{tag}.journal",
+        study_name=f"bench-{tag}",
         seed=seed,
+        checkpoints=folder / f"checkpoints-{tag}",
     )
     run = Run()
     finished = [t for t in result.trials if t.state.is_finished()]
@@ -160,16 +230,18 @@ def babysit_method(objective: ModelObjective, budget: int, seed: int, folder: Pa
     return run
 
 
-def run_seed(seed: int, budget: int, folder: Path) -> dict[str, Run]:
-    objective = ModelObjective("digits", "mlp", FIXED, "standardize", seed=seed)
-    grid = int(math.sqrt(budget / TRIAL_EPOCHS))
-    points = {
-        "lr": [LR[0] * (LR[1] / LR[0]) ** (i / (grid - 1)) for i in range(grid)],
-        "weight_decay": [
-            WEIGHT_DECAY[0] * (WEIGHT_DECAY[1] / WEIGHT_DECAY[0]) ** (i / (grid - 1))
-            for i in range(grid)
-        ],
-    }
+def _grid_points(low, high, log: bool, count: int) -> list:
+    if log:
+        values = [low * (high / low) ** (i / (count - 1)) for i in range(count)]
+    else:
+        values = [low + (high - low) * i / (count - 1) for i in range(count)]
+    return [round(v) for v in values] if isinstance(low, int) else values
+
+
+def run_seed(task: Task, seed: int, budget: int, folder: Path, methods) -> dict[str, Run]:
+    objective = ModelObjective("digits", "mlp", task.fixed, "standardize", seed=seed)
+    grid = max(2, int((budget / TRIAL_EPOCHS) ** (1 / len(task.space))))
+    points = {n: _grid_points(*spec, grid) for n, spec in task.space.items()}
     nop = optuna.pruners.NopPruner()
     hyperband = optuna.pruners.HyperbandPruner(
         min_resource=1, max_resource=HYPERBAND_MAX_EPOCHS, reduction_factor=3
@@ -177,16 +249,20 @@ def run_seed(seed: int, budget: int, folder: Path) -> dict[str, Run]:
     grid_sampler = optuna.samplers.GridSampler(points, seed=seed)
     random_sampler = optuna.samplers.RandomSampler(seed=seed)
     tpe = optuna.samplers.TPESampler(seed=seed)
-    return {
-        "grid": optuna_method("grid", objective, grid_sampler, nop, TRIAL_EPOCHS, budget, seed),
-        "random": optuna_method(
-            "random", objective, random_sampler, nop, TRIAL_EPOCHS, budget, seed
+    runs = {
+        "grid": lambda: optuna_method(
+            "grid", task, objective, grid_sampler, nop, TRIAL_EPOCHS, budget, seed
         ),
-        "tpe+hb": optuna_method(
-            "tpe+hb", objective, tpe, hyperband, HYPERBAND_MAX_EPOCHS, budget, seed
+        "random": lambda: optuna_method(
+            "random", task, objective, random_sampler, nop, TRIAL_EPOCHS, budget, seed
         ),
-        "babysit": babysit_method(objective, budget, seed, folder),
+        "tpe+hb": lambda: optuna_method(
+            "tpe+hb", task, objective, tpe, hyperband, HYPERBAND_MAX_EPOCHS, budget, seed
+        ),
+        "babysit": lambda: babysit_method(task, objective, budget, seed, folder, True),
+        "no-promo": lambda: babysit_method(task, objective, budget, seed, folder, False),
     }
+    return {method: runs[method]() for method in methods}
 
 
 def _median(values: list[float]) -> float | None:
@@ -203,83 +279,102 @@ def _ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=9)
-    parser.add_argument("--budget", type=int, default=150, help="epochs per method per seed")
-    parser.add_argument("--quick", action="store_true", help="3 seeds, 50 epochs")
-    args = parser.parse_args()
-    seeds, budget = (3, 50) if args.quick else (args.seeds, args.budget)
-    torch.set_num_threads(1)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    import warnings
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+def run_task(task: Task, seeds: range, budget: int, methods) -> dict:
+    """Every method on every seed of one task; prints a line per seed, returns the summary."""
     stages = babysit_stages(budget)
-    print(f"digits, 64-100-10 MLP, SGD momentum, batch 64; {seeds} seeds, {budget} epochs each")
-    print(f"  (a) grid {int(math.sqrt(budget / TRIAL_EPOCHS))}^2 x {TRIAL_EPOCHS}-epoch trials")
-    print(f"  (b) random {TRIAL_EPOCHS}-epoch trials")
-    print(f"  (c) TPE + Hyperband, trials of 1..{HYPERBAND_MAX_EPOCHS} epochs")
-    plan = " -> ".join(f"{s.trials} x {s.budget}" for s in stages)
-    print(f"  (d) babysit: {plan}, 3x loss abort")
-    results: dict[str, list[tuple[Run, float]]] = {m: [] for m in METHODS}
-    start = time.perf_counter()
+    print(f"\n== {task.describe()}; seeds {seeds.start}-{seeds.stop - 1}, {budget} epochs each")
+    print(
+        f"  (a) grid, (b) random: {TRIAL_EPOCHS}-epoch trials; "
+        f"(c) TPE + Hyperband, 1..{HYPERBAND_MAX_EPOCHS} epochs"
+    )
+    plan = " -> ".join(
+        f"{s.trials} x {s.budget}" + (f" ({s.promote} continued)" if s.promote else "")
+        for s in stages
+    )
+    print(f"  babysit: {plan}, 3x loss abort; no-promo: the same stages, every trial afresh")
+    results: dict[str, list[tuple[Run, float]]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as folder:
-        for seed in range(seeds):
-            runs = run_seed(seed, budget, Path(folder))
+        for seed in seeds:
+            runs = run_seed(task, seed, budget, Path(folder), methods)
             target = max(r.best for r in runs.values()) - TARGET_MARGIN
             line = []
             for method, run in runs.items():
                 results[method].append((run, target))
                 reached = run.epochs_to(target)
-                line.append(
-                    f"{method} {run.best:.3f}/{'never' if reached is None else f'{reached:.0f}'}"
-                )
+                line.append(f"{method} {run.best:.3f}/{_epochs(reached)}")
             print(f"seed {seed}: target {target:.3f}; best/epochs: " + ", ".join(line), flush=True)
-    elapsed = time.perf_counter() - start
-
     summary = {}
-    for method in METHODS:
+    for method in methods:
         bests = [run.best for run, _ in results[method]]
         reached = [run.epochs_to(t) for run, t in results[method]]
         hits = [r for r in reached if r is not None]
         spent = [run.spent for run, _ in results[method]]
         everywhere = statistics.median([math.inf if r is None else r for r in reached])
         summary[method] = (_median(bests), len(hits), _median(hits), _median(spent), everywhere)
-    base_best, _, base_epochs, _, base_everywhere = summary["random"]
+    base = summary.get("tpe+hb")
     print()
-    columns = ("best acc", "x (b)", "reached", "epochs", "x (b)", "all seeds", "x (b)", "spent")
-    widths = (9, 7, 8, 7, 7, 9, 7, 6)
+    columns = ("best acc", "reached", "epochs", "x (c)", "all seeds", "x (c)", "spent")
+    widths = (9, 8, 7, 7, 9, 7, 6)
     print(f"{'method':<9} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths, strict=True)))
     for method, (best, hits, epochs, spent, everywhere) in summary.items():
         print(
-            f"{method:<9} {best:>9.4f} {best / base_best:>7.3f} {hits:>5}/{seeds:<2} "
-            f"{_epochs(epochs):>7} {_ratio(epochs, base_epochs):>7} {_epochs(everywhere):>9} "
-            f"{_ratio(everywhere, base_everywhere):>7} {spent:>6.0f}"
+            f"{method:<9} {best:>9.4f} {hits:>5}/{len(seeds):<2} {_epochs(epochs):>7} "
+            f"{_ratio(epochs, base and base[2]):>7} {_epochs(everywhere):>9} "
+            f"{_ratio(everywhere, base and base[4]):>7} {spent:>6.0f}"
         )
+    if base and "babysit" in summary:
+        d_best, d_hits, d_epochs, _, _ = summary["babysit"]
+        ok = (
+            d_hits == len(seeds)
+            and d_epochs is not None
+            and base[2] is not None
+            and d_epochs <= TPE_RATIO * base[2]
+            and d_best >= base[0]
+        )
+        print(
+            f"babysit vs TPE+Hyperband: reached the target in {d_hits}/{len(seeds)} seeds, "
+            f"median epochs {_epochs(d_epochs)} vs {_epochs(base[2])} "
+            f"({_ratio(d_epochs, base[2])}x, target <= {TPE_RATIO}x), median best "
+            f"{d_best:.4f} vs {base[0]:.4f}: target {'met' if ok else 'not met'}"
+        )
+    return summary
+
+
+def main() -> None:
+    global PROMOTE_FINE, PROMOTE_LONG, PROMOTE_EXTRA
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=9)
+    parser.add_argument("--first-seed", type=int, default=0, help="9 for the held-out seeds")
+    parser.add_argument("--budget", type=int, default=150, help="epochs per method per seed")
+    parser.add_argument("--quick", action="store_true", help="3 seeds, 50 epochs")
+    parser.add_argument("--tasks", default="1,2", help="which tasks: 1 (MLP), 2 (BatchNorm net)")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--promote",
+        default=f"{PROMOTE_FINE},{PROMOTE_LONG},{PROMOTE_EXTRA}",
+        help="FINE,LONG,EXTRA: continued trials of the fine and long stages, extra long trials",
+    )
+    args = parser.parse_args()
+    PROMOTE_FINE, PROMOTE_LONG, PROMOTE_EXTRA = (int(v) for v in args.promote.split(","))
+    count, budget = (3, 50) if args.quick else (args.seeds, args.budget)
+    seeds = range(args.first_seed, args.first_seed + count)
+    methods = [m for m in args.methods.split(",") if m]
+    torch.set_num_threads(1)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    start = time.perf_counter()
+    for index in args.tasks.split(","):
+        run_task(TASKS[int(index) - 1], seeds, budget, methods)
     print(
         "\nbest acc: median over seeds of the best validation accuracy; reached: seeds in which "
         f"the method came within {TARGET_MARGIN:.0%} (absolute) of the best any method found; "
         "epochs: median cumulative epochs until then, over the seeds where it did; all seeds: "
         "the median over every seed, a seed that never got there counting as never; spent: "
-        "median epochs used."
+        "median epochs used; x (c): ratio to TPE + Hyperband."
     )
-    d_best, d_hits, d_epochs, _, d_everywhere = summary["babysit"]
-    c_best = summary["tpe+hb"][0]
-    matches = "matches or beats" if d_best >= c_best else "falls short of"
-    print(f"(d) {matches} (c) on median best acc ({d_best:.4f} vs {c_best:.4f})")
-    if base_epochs is not None and d_epochs is not None:
-        print(
-            f"(d) vs (b) where each reached the target: {d_epochs / base_epochs:.2f}x the epochs "
-            f"(target <= {TARGET_RATIO}x; (b) reached it in {summary['random'][1]}/{seeds} "
-            f"seeds, (d) in {d_hits}/{seeds})"
-        )
-    if math.isinf(base_everywhere) and not math.isinf(d_everywhere):
-        print(
-            f"over all seeds: (b) median never, (d) median {d_everywhere:.0f} epochs: "
-            f"(d) <= {TARGET_RATIO}x (b) holds on this measure"
-        )
-    print(f"wall time {elapsed:.0f} s (torch threads 1)")
+    print(f"wall time {time.perf_counter() - start:.0f} s (torch threads 1)")
 
 
 if __name__ == "__main__":

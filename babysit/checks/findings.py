@@ -43,12 +43,12 @@ CODES: dict[str, str] = {
     "LOSS_EXPLODED": "the loss went above 3x its first value during training",
     "LOSS_NOISY": "the loss curve is dominated by step-to-step noise (batch too small)",
     "GRAD_ACCUMULATING": "gradients are never zeroed between optimizer steps",
+    "PARAMS_NOT_UPDATED": "trainable parameters that get no gradient or never change in training",
     "EVAL_MODE_TRAINING": "optimizer steps while the model's dropout/BatchNorm are in eval mode",
     "CHECK_FAILED": "a check could not run (the message says why); the other checks still ran",
     "CHECK_SKIPPED": "a check was skipped because an earlier error makes it meaningless",
     "TARGETS_NOT_SCALED": "regression targets far from unit scale (standardize them)",
     "SHAPE_BROADCAST": "output and target shapes that match only by broadcasting",
-    "PARAMS_NOT_UPDATED": "trainable parameters that get no gradient or never change",
 }
 """Every finding code and its one-line meaning. New codes may be added; none is renamed."""
 

@@ -86,9 +86,10 @@ def _group(names: list[str]) -> str:
 
 
 def check_params_updated(measurement: dict[str, Any]) -> list[Finding]:
-    """PARAMS_NOT_UPDATED: an error when no trainable parameter gets a gradient (nothing can
-    learn), a warning when some do not, or when some have a gradient but never change while
-    others do (not in the optimizer)."""
+    """PARAMS_NOT_UPDATED (error, as the Monitor's on a run, checks/training_run.py): trainable
+    parameters that get no gradient, or that have one but never change while others do (not
+    in the optimizer, gradient cleared before the step). The part of the model they hold
+    never trains: the model being checked is not the one that will be trained."""
     parameters: dict[str, dict[str, Any]] = measurement.get("parameters", {})
     if not parameters:
         return []
@@ -102,7 +103,7 @@ def check_params_updated(measurement: dict[str, Any]) -> list[Finding]:
         findings.append(
             Finding(
                 "PARAMS_NOT_UPDATED",
-                "error" if every else "warning",
+                "error",
                 f"{len(no_grad)} of {len(parameters)} trainable parameter tensors get no "
                 f"gradient from the loss: {_group(no_grad)}"
                 + ("; nothing in the model can learn" if every else "; they will never train"),
@@ -121,7 +122,7 @@ def check_params_updated(measurement: dict[str, Any]) -> list[Finding]:
         findings.append(
             Finding(
                 "PARAMS_NOT_UPDATED",
-                "warning",
+                "error",
                 f"{len(stuck)} trainable parameter tensors have a gradient but never changed "
                 f"during the run while {len(changed)} others did: {_group(stuck)}; {why}",
                 "build the optimizer from model.parameters() after the model is complete "

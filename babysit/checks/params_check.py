@@ -45,7 +45,7 @@ class ParamsCheck(Check):
     name = "parameters update"
     key = "params"
     row = "lr"
-    codes = {"PARAMS_NOT_UPDATED": "error or warning"}
+    codes = {"PARAMS_NOT_UPDATED": "error"}
 
     def skip(self, context: Context) -> str | None:
         return context.untrainable()

@@ -192,7 +192,8 @@ def from_spec(spec: str, input_shape: Sequence[int], classes: int, **kwargs) -> 
     classes under the first of CLASS_KEYWORDS its signature has (`classes`, `num_classes`,
     `vocab_size`, ...; a function with only **kwargs, like torchvision's, gets
     `num_classes`); or the two as its first two positional parameters; or nothing at all.
-    `kwargs` (e.g. searched hyperparameters) are passed on by name.
+    `kwargs` (e.g. searched hyperparameters) are passed on by name. A required parameter
+    none of these fills is a one-line UsageError that names it.
     """
     import inspect
 

@@ -26,7 +26,7 @@ from babysit.errors import ConfigError, UsageError
 from babysit.nn import ACTIVATIONS, INIT_SCHEMES, cnn, from_spec, load_function, mlp
 from babysit.search.space import Categorical, Int, Param, describe_limits, within
 from babysit.search.trial import Trial
-from babysit.train import OPTIMIZERS, fit
+from babysit.train import OPTIMIZERS, fit, make_optimizer
 
 __all__ = ["BUILDERS", "HYPERPARAMETERS", "PREPROCESSING", "Hyperparameter", "ModelObjective"]
 
@@ -193,20 +193,26 @@ class ModelObjective:
 
     def __call__(self, trial: Trial) -> float:
         hp = self.hyperparameters(trial.params)
+        model = self.build(hp)
+        optimizer = make_optimizer(
+            hp["optimizer"], model.parameters(), hp["lr"], hp["weight_decay"], hp["momentum"]
+        )
+        state = trial.load_checkpoint()  # a promoted trial continues its parent
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
         history = fit(
-            self.build(hp),
+            model,
             self.train,
             self.val,
-            epochs=trial.epochs or 1,
+            epochs=(trial.epochs or 1) - trial.epochs_before,
             max_steps=trial.steps,
-            lr=hp["lr"],
-            optimizer=hp["optimizer"],
-            weight_decay=hp["weight_decay"],
-            momentum=hp["momentum"],
+            optimizer=optimizer,
             batch_size=int(hp["batch_size"]),
-            seed=self.seed,
+            seed=self.seed + trial.epochs_before,  # a continued run sees new batch orders
             callbacks=[trial.callback],
         )
+        trial.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
         accuracy = history.last("val_accuracy")
         if accuracy is None:
             raise UsageError("the data has no class labels: the search scores val accuracy")

@@ -21,7 +21,7 @@ from babysit.errors import UsageError
 from babysit.search.plan import PLAN_ATTR, Plan, describe_differences
 from babysit.search.pruner import STAGE_ATTR, LossRatioPruner, StagePruner, make_pruner
 from babysit.search.sampler import StageSampler
-from babysit.search.stages import given_up, stage_of
+from babysit.search.stages import SLOT_ATTR, given_up, stage_of
 from babysit.search.storage import (
     HEARTBEAT_INTERVAL_S,
     StorageSpec,
@@ -132,8 +132,8 @@ def _queue(study: optuna.Study, plan: Plan) -> None:
     if missing >= QUEUE_NOTICE:
         print(f"babysit: queueing {missing} trials...", file=sys.stderr, flush=True)
     for index, stage in enumerate(plan.stages):
-        for _ in range(stage.trials - have.get(index, 0)):
-            study.enqueue_trial({}, user_attrs={STAGE_ATTR: index})
+        for slot in range(have.get(index, 0), stage.trials):
+            study.enqueue_trial({}, user_attrs={STAGE_ATTR: index, SLOT_ATTR: slot})
     study.set_user_attr(READY_ATTR, True)
 
 

@@ -23,7 +23,7 @@ from babysit.report.terminal import stderr, stdout
 from babysit.search.plan import Plan
 from babysit.search.pruner import PRUNE_REASON
 from babysit.search.space import Categorical, Float, Int, Param, space_to_json
-from babysit.search.stages import ERROR_ATTR, stage_of
+from babysit.search.stages import ERROR_ATTR, PARENT_ATTR, stage_of
 from babysit.search.study import STEPS_ATTR, SearchResult
 
 __all__ = ["LiveTrials", "print_summary", "result_dict", "write_report"]
@@ -56,8 +56,11 @@ def plain_text(text: object) -> str:
 
 
 def _note(trial: FrozenTrial) -> str:
-    """Why a trial ended the way it did: its prune reason or its error."""
-    return trial.user_attrs.get(PRUNE_REASON) or trial.user_attrs.get(ERROR_ATTR) or ""
+    """Why a trial ended the way it did (its prune reason or its error), and which trial it
+    continued."""
+    note = trial.user_attrs.get(PRUNE_REASON) or trial.user_attrs.get(ERROR_ATTR) or ""
+    parent = trial.user_attrs.get(PARENT_ATTR)
+    return note if parent is None else f"continues #{parent}" + (f"; {note}" if note else "")
 
 
 def _value(trial: FrozenTrial) -> float | None:
@@ -188,6 +191,7 @@ def _trial_dict(trial: FrozenTrial) -> dict[str, Any]:
         "steps": trial.user_attrs.get(STEPS_ATTR),
         "prune_reason": trial.user_attrs.get(PRUNE_REASON),
         "error": trial.user_attrs.get(ERROR_ATTR),
+        "continues": trial.user_attrs.get(PARENT_ATTR),
         "retry_of": trial.system_attrs.get("failed_trial"),
     }
 
@@ -379,7 +383,7 @@ def _scatter(result: SearchResult, name: str):
     ax.set_xlabel(plain_text(name) + (" (log scale)" if getattr(param, "log", False) else ""))
     ax.set_ylabel(plain_text(plan.metric))
     ax.grid(True, alpha=0.3)
-    if ax.has_data():
+    if ax.get_legend_handles_labels()[0]:  # a stage with a completed trial
         ax.legend(fontsize="small", loc="best")
     return fig
 

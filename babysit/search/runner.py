@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 import torch
@@ -41,6 +42,7 @@ Progress = Callable[[Sequence[FrozenTrial]], None]
 # 22 s with torch's default threads beside one CPU-bound neighbour, 11 s with one (issue 15;
 # the checkup and the lab measured the same). `--threads` changes it.
 CPU_THREADS = 1
+CHECKPOINTS = "checkpoints"  # the default checkpoint folder, beside a local study file
 # How long the parent waits for workers to stop after Ctrl-C before terminating them.
 STOP_TIMEOUT_S = 10.0
 
@@ -63,13 +65,16 @@ def run_search(
     on_start: Callable[[optuna.Study, list[int], bool], None] | None = None,
     heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
     threads: int = CPU_THREADS,
+    checkpoints: Path | None = None,
 ) -> SearchResult:
     """Run (or continue) the search `config` describes; returns its SearchResult.
 
     `progress(trials)` is called whenever trials change; `on_start(study, recovered)` once
     the study is open, with the numbers of trials put back in the queue and whether this run
     created the study (False: it resumes or joins one). Each process trains
-    on `threads` torch threads (restored afterwards in this one).
+    on `threads` torch threads (restored afterwards in this one). `checkpoints` is the folder
+    every worker reads and writes the checkpoints of promoted trials in (default: beside a
+    local study file, OUT/checkpoints; on a shared database, give one every machine sees).
     """
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
@@ -78,6 +83,8 @@ def run_search(
     objective = config.objective() if workers == 1 else None  # workers load their own data
     if objective is None:
         config.objective()  # check the data and model before touching any study
+    if checkpoints is None and spec.path is not None:
+        checkpoints = spec.path.parent / CHECKPOINTS
     lock = StudyLock(spec).acquire(exclusive=True)
     try:
         study, created = open_study(
@@ -93,14 +100,15 @@ def run_search(
             saved = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
-                run_trials(study, config.plan, objective, callbacks=callbacks)
+                run_trials(
+                    study, config.plan, objective, callbacks=callbacks, checkpoints=checkpoints
+                )
             finally:
                 torch.set_num_threads(saved)
         else:
             lock.share()
-            _run_workers(
-                config, spec, study_name, workers, study, progress, heartbeat_interval, threads
-            )
+            task = (config, spec, study_name, threads, heartbeat_interval, checkpoints)
+            _run_workers(task, workers, study, progress)
             check_stopped(study)
         return load_result(study)
     finally:
@@ -154,22 +162,10 @@ def _start_worker(index: int, task: bytes) -> _Worker:
 
 
 def _run_workers(
-    config: SearchConfig,
-    spec: StorageSpec,
-    study_name: str,
-    workers: int,
-    study: optuna.Study,
-    progress: Progress | None,
-    heartbeat_interval: int,
-    threads: int,
+    task: tuple, workers: int, study: optuna.Study, progress: Progress | None
 ) -> None:
     processes = [
-        _start_worker(
-            index,
-            pickle.dumps(
-                (config, spec, study_name, index, threads, heartbeat_interval, os.getpid())
-            ),
-        )
+        _start_worker(index, pickle.dumps((*task, index, os.getpid())))
         for index in range(workers)
     ]
     try:
@@ -211,7 +207,9 @@ def _stop(processes: Sequence[_Worker]) -> None:
 def worker_main(task: bytes) -> None:
     """A worker process's work (started by `_WORKER_BOOT`): join the study and run trials
     until none is left or the parent is gone."""
-    config, spec, study_name, index, threads, heartbeat_interval, parent = pickle.loads(task)
+    config, spec, study_name, threads, heartbeat_interval, checkpoints, index, parent = (
+        pickle.loads(task)
+    )
     quiet_optuna()
     torch.set_num_threads(threads)
     try:
@@ -226,7 +224,11 @@ def worker_main(task: bytes) -> None:
                 heartbeat_interval=heartbeat_interval,
             )
             run_trials(
-                study, config.plan, objective, should_stop=lambda: os.getppid() != parent
+                study,
+                config.plan,
+                objective,
+                should_stop=lambda: os.getppid() != parent,
+                checkpoints=checkpoints,
             )
     except KeyboardInterrupt:
         sys.exit(130)

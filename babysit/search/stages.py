@@ -22,6 +22,8 @@ from babysit.search.space import BoundaryWarning, Narrowing, Space, narrow
 __all__ = [
     "DEFAULT_STAGES",
     "ERROR_ATTR",
+    "PARENT_ATTR",
+    "SLOT_ATTR",
     "Stage",
     "StageSummary",
     "check_stages",
@@ -38,12 +40,16 @@ __all__ = [
 @dataclass(frozen=True)
 class Stage:
     """`trials` trials, each trained for `epochs` epochs or `steps` optimizer steps; `pruner`
-    ("median" or "hyperband") may stop unpromising trials of a long stage at epoch ends."""
+    ("median" or "hyperband") may stop unpromising trials of a long stage at epoch ends.
+    `promote`: how many of the trials continue the best trials of the stage before from their
+    checkpoints (successive halving: the best trial, then the second, ...), training up to
+    `epochs` in all, instead of starting afresh; the others sample the narrowed ranges."""
 
     trials: int
     epochs: int | None = None
     steps: int | None = None
     pruner: str | None = None
+    promote: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
@@ -60,6 +66,17 @@ class Stage:
             ):
                 raise ConfigError(f"a stage's {name} must be an integer >= 1, got {value!r}")
         make_pruner(self.pruner, self.epochs)  # validates the name and the budget
+        if (
+            isinstance(self.promote, bool)
+            or not isinstance(self.promote, int)
+            or not 0 <= self.promote <= self.trials
+        ):
+            raise ConfigError(
+                f"a stage's promote must be an integer in [0, trials = {self.trials}], "
+                f"got {self.promote!r}"
+            )
+        if self.promote and self.epochs is None:
+            raise ConfigError("promote needs a stage budget in epochs, not steps")
 
     @property
     def budget(self) -> str:
@@ -70,7 +87,11 @@ class Stage:
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"trials": self.trials}
         data.update(
-            {k: getattr(self, k) for k in ("epochs", "steps", "pruner") if getattr(self, k)}
+            {
+                k: getattr(self, k)
+                for k in ("epochs", "steps", "pruner", "promote")
+                if getattr(self, k)
+            }
         )
         return data
 
@@ -83,6 +104,8 @@ DEFAULT_STAGES = (Stage(20, epochs=1), Stage(15, epochs=5), Stage(4, epochs=20))
 
 
 ERROR_ATTR = "error"  # trial user attribute: the exception a failed trial raised, in one line
+SLOT_ATTR = "slot"  # trial user attribute: its place in its stage, 0-based (promoted first)
+PARENT_ATTR = "continues"  # trial user attribute: the trial whose checkpoint it continued
 
 
 def stage_of(trial: FrozenTrial) -> int | None:
@@ -243,11 +266,11 @@ def check_stages(stages: Sequence[Stage | Mapping[str, Any]]) -> list[Stage]:
             raise ConfigError(
                 f"stage {index + 1} must be a table of trials and epochs, got {item!r}"
             )
-        unknown = set(item) - {"trials", "epochs", "steps", "pruner"}
+        unknown = set(item) - {"trials", "epochs", "steps", "pruner", "promote"}
         if unknown:
             raise ConfigError(
                 f"stage {index + 1}: unknown key {sorted(unknown)[0]!r}; "
-                f"use trials, epochs or steps, pruner"
+                f"use trials, epochs or steps, pruner, promote"
             )
         if "trials" not in item:
             raise ConfigError(f"stage {index + 1} needs a number of trials, e.g. trials = 20")
@@ -255,4 +278,13 @@ def check_stages(stages: Sequence[Stage | Mapping[str, Any]]) -> list[Stage]:
             result.append(Stage(**item))
         except ConfigError as e:
             raise ConfigError(f"stage {index + 1}: {e}") from None
+    for index, stage in enumerate(result):
+        if not stage.promote:
+            continue
+        before = result[index - 1] if index else None
+        if before is None or before.epochs is None or before.epochs >= stage.epochs:
+            raise ConfigError(
+                f"stage {index + 1}: promote continues trials of the stage before, so it needs "
+                f"one, with fewer epochs than this stage's {stage.epochs}"
+            )
     return result

@@ -20,6 +20,7 @@ is given up, and the result says so (`SearchResult.given_up`, `done` false).
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,11 +50,14 @@ from babysit.search.space import (
 from babysit.search.stages import (
     DEFAULT_STAGES,
     ERROR_ATTR,
+    PARENT_ATTR,
+    SLOT_ATTR,
     Stage,
     StageSummary,
     check_stages,
     current_stage,
     failed_stage,
+    ranked,
     stage_of,
     stage_spaces,
     summarize_stages,
@@ -65,7 +69,7 @@ from babysit.search.storage import (
     resolve_storage,
     retry_later,
 )
-from babysit.search.trial import Trial
+from babysit.search.trial import Trial, checkpoint_path
 from babysit.train.callbacks import LOSS_ABORT_FACTOR
 
 __all__ = [
@@ -190,6 +194,7 @@ def search(
     metric: str = "val_accuracy",
     callbacks: Sequence[TrialCallback] = (),
     settings: Mapping[str, Any] | None = None,
+    checkpoints: str | Path | None = None,
 ) -> SearchResult:
     """Run a staged random search of `objective(trial) -> float` over `space`.
 
@@ -198,7 +203,10 @@ def search(
     Optuna URL (default: Optuna's own, an in-memory study: no file, gone with the process).
     With `resume`, an existing study of that name is continued (or joined, from another
     machine) instead of refused. `settings` are recorded with the plan, so a resumed run must
-    match them. Returns a SearchResult; the study stays readable by optuna-dashboard.
+    match them. `checkpoints` is the folder where trials that a promoting stage continues keep
+    their state (default: a temporary folder, gone when the call returns: pass one to resume a
+    promoting search in another process). Returns a SearchResult; the study stays readable by
+    optuna-dashboard.
     """
     plan = Plan(
         space=parse_space(_as_tables(space)),
@@ -211,10 +219,11 @@ def search(
         objective=dict(settings or {}),
     )
     spec = IN_MEMORY if storage is None else resolve_storage(storage, Path.cwd())
-    with StudyLock(spec).acquire(exclusive=True):
+    with StudyLock(spec).acquire(exclusive=True), tempfile.TemporaryDirectory() as scratch:
         study, _ = open_study(plan, spec, study_name, resume=resume)
         recover(study, spec)
-        run_trials(study, plan, objective, callbacks=callbacks)
+        folder = Path(checkpoints) if checkpoints is not None else Path(scratch)
+        run_trials(study, plan, objective, callbacks=callbacks, checkpoints=folder)
         check_stopped(study)
     return load_result(study)
 
@@ -245,9 +254,12 @@ def run_trials(
     *,
     callbacks: Sequence[TrialCallback] = (),
     should_stop: Callable[[], bool] = lambda: False,
+    checkpoints: Path | None = None,
 ) -> int:
     """Take queued trials, lowest stage first, and run them until none is left (or
-    `should_stop()`); returns how many this process ran. Safe to run in several processes."""
+    `should_stop()`); returns how many this process ran. Safe to run in several processes.
+    `checkpoints` is the folder (shared by all workers) where trials that a later stage may
+    continue keep their state; without one, no trial is promoted."""
     ran = 0
     opened: set[int] = set()
     sampler = study.sampler
@@ -276,7 +288,10 @@ def run_trials(
                     sampler.restrict(
                         {n: p.active for n, p in space.items() if isinstance(p, Categorical)}
                     )
-                frozen = _run_one(study, plan, objective, queued, stage, space)
+                parent = _parent(trials, plan, queued, stage, checkpoints)
+                frozen = _run_one(
+                    study, plan, objective, queued, stage, space, parent, checkpoints
+                )
                 ran += 1
                 for callback in callbacks:
                     callback(study, frozen)
@@ -308,14 +323,23 @@ def _run_one(
     queued: FrozenTrial,
     stage: int,
     space: Space,
+    parent: FrozenTrial | None = None,
+    checkpoints: Path | None = None,
 ) -> FrozenTrial:
+    if parent is not None:  # before optuna.Trial reads the trial: its suggest_* then agree
+        _inherit(study, queued, parent)
+        study._storage.set_trial_user_attr(queued._trial_id, PARENT_ATTR, parent.number)
     trial = optuna.Trial(study, queued._trial_id)
     trial.set_user_attr(WORKER_ATTR, worker_id())
     wrapper: Trial | None = None
     state, value = TrialState.COMPLETE, None
     with Heartbeat(study, queued._trial_id):
         try:
-            params = {name: _suggest(trial, name, param) for name, param in space.items()}
+            known = trial.params  # a continued trial's (and a retry's) are set already
+            params = {
+                name: known[name] if name in known else _suggest(trial, name, param)
+                for name, param in space.items()
+            }
             wrapper = Trial(
                 trial,
                 stage,
@@ -326,6 +350,10 @@ def _run_one(
                 else LossRatioPruner(plan.loss_ratio),
                 plan.metric,
             )
+            if parent is not None:
+                wrapper._continue(parent.number, plan.stages[stage - 1].epochs, checkpoints)
+            if checkpoints is not None and _promoted_later(plan, stage):
+                wrapper._keep_checkpoint(checkpoints)
             result = objective(wrapper)
             value = _check_value(result)
             if not math.isfinite(value):
@@ -341,6 +369,43 @@ def _run_one(
             retry_later(study, study._storage.get_trial(trial._trial_id))
             raise
     return _finish(study, trial, wrapper, state, value)
+
+
+def _parent(
+    trials: Sequence[FrozenTrial],
+    plan: Plan,
+    queued: FrozenTrial,
+    stage: int,
+    checkpoints: Path | None,
+) -> FrozenTrial | None:
+    """The trial a queued trial continues: slot j < promote of a stage continues the j-th best
+    completed trial of the stage before (successive halving), if its checkpoint exists; None
+    for a fresh trial. A pure function of the study, so every worker and every retry agrees."""
+    slot = queued.user_attrs.get(SLOT_ATTR)
+    if checkpoints is None or stage == 0 or not isinstance(slot, int):
+        return None
+    if slot >= plan.stages[stage].promote:
+        return None
+    best = ranked(trials, stage - 1, plan.maximize)
+    if slot >= len(best) or not checkpoint_path(checkpoints, best[slot].number).is_file():
+        return None
+    return best[slot]
+
+
+def _promoted_later(plan: Plan, stage: int) -> bool:
+    return stage + 1 < len(plan.stages) and plan.stages[stage + 1].promote > 0
+
+
+def _inherit(study: optuna.Study, queued: FrozenTrial, parent: FrozenTrial) -> None:
+    """Give a continued trial its parent's parameters, each with the parent's distribution
+    (what `suggest_*` records; a retry already has them)."""
+    storage = study._storage
+    for name, value in parent.params.items():
+        if name not in queued.params:
+            distribution = parent.distributions[name]
+            storage.set_trial_param(
+                queued._trial_id, name, distribution.to_internal_repr(value), distribution
+            )
 
 
 def _one_line(error: BaseException) -> str:

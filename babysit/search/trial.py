@@ -10,10 +10,16 @@ hooks that prune it (the 3x loss rule every step, the stage's pruner every epoch
 A loop of one's own calls `trial.check_loss(loss)` after every step and
 `trial.report(val_accuracy, epoch)` after every epoch instead of passing `trial.callback`.
 Both raise `optuna.TrialPruned` with the reason in the trial's `prune_reason` attribute.
+
+Promotion: in a stage with `promote`, a trial may continue an earlier trial (`trial.parent`),
+with its parameters; `trial.load_checkpoint()` returns what that trial passed to
+`trial.save_checkpoint(state)`, and it trains `trial.epochs - trial.epochs_before` more.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import optuna
@@ -27,7 +33,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from babysit.search.stages import Stage
     from babysit.train.loop import TrainState
 
-__all__ = ["Trial"]
+__all__ = ["Trial", "checkpoint_path"]
+
+
+def checkpoint_path(checkpoints: Path, number: int) -> Path:
+    """Where trial `number` keeps its checkpoint in a search's checkpoint folder."""
+    return Path(checkpoints) / f"trial-{number}.pt"
 
 
 class Trial:
@@ -49,8 +60,43 @@ class Trial:
         self.params = params
         self.metric = metric
         self.steps_run = 0
+        self.parent: int | None = None
+        self.epochs_before = 0
         self._loss_rule = loss_rule
         self._first_loss: float | None = None
+        self._checkpoints: Path | None = None
+        self._keep = False
+
+    def _continue(self, parent: int, epochs_before: int, checkpoints: Path) -> None:
+        """Make this trial the continuation of `parent`, which trained `epochs_before` epochs."""
+        self.parent, self.epochs_before, self._checkpoints = parent, epochs_before, checkpoints
+
+    def _keep_checkpoint(self, checkpoints: Path) -> None:
+        """Have `save_checkpoint` write: a later stage may continue this trial."""
+        self._checkpoints, self._keep = checkpoints, True
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The state the parent trial saved (`save_checkpoint`), or None for a fresh trial.
+        Train `epochs - epochs_before` more epochs from it."""
+        if self.parent is None or self._checkpoints is None:
+            return None
+        import torch
+
+        return torch.load(checkpoint_path(self._checkpoints, self.parent), weights_only=True)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Save `state` (e.g. model and optimizer state dicts) at the end of the trial, for a
+        later stage to continue it; a no-op unless a later stage promotes. Atomic: a kill
+        leaves the old file or the new one, never half of one."""
+        if not self._keep or self._checkpoints is None:
+            return
+        import torch
+
+        path = checkpoint_path(self._checkpoints, self.number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        torch.save(state, partial)
+        os.replace(partial, path)
 
     @property
     def number(self) -> int:
@@ -71,8 +117,10 @@ class Trial:
             self.prune(f"{reason} at step {self.steps_run}")
 
     def report(self, value: float, epoch: int) -> None:
-        """Report the validation metric after `epoch` (1-based) to the stage's pruner."""
-        self.optuna.report(float(value), int(epoch))
+        """Report the validation metric after `epoch` (1-based, of this trial's own run; a
+        continued trial's epochs before are added) to the stage's pruner."""
+        epoch = int(epoch) + self.epochs_before
+        self.optuna.report(float(value), epoch)
         if self.optuna.should_prune():
             self.prune(f"{_pruner_name(self.optuna)}: {self.metric} {value:.4g} at epoch {epoch}")
 

@@ -143,5 +143,5 @@ def test_from_spec_names_a_parameter_it_cannot_give(tmp_path):
     from babysit.nn import from_spec
 
     path = _factory_file(tmp_path, FACTORIES)
-    with pytest.raises(UsageError, match="needs depth"):
+    with pytest.raises(UsageError, match="needs depth, which babysit cannot give"):
         from_spec(f"{path}:needs_more", (4,), 7)

@@ -112,8 +112,12 @@ def test_resume_of_a_finished_study_changes_nothing_and_prints_the_summary(finis
 
 @pytest.mark.slow  # spawns two processes that each import torch: ~25 s on a busy 2-core box
 @pytest.mark.parametrize("workers", [2])
-def test_local_workers_share_one_journal_study(tiny_config, tmp_path, workers, monkeypatch):
+def test_local_workers_share_one_journal_study(make_config, tmp_path, workers, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    promoting = (
+        "[[stages]]\ntrials = 6\nepochs = 1\n\n[[stages]]\ntrials = 3\nepochs = 2\npromote = 2\n"
+    )
+    tiny_config = make_config(tmp_path / "tiny.toml", stages=promoting)
     out = tmp_path / "out"
     argv = ["search", str(tiny_config), "--out", str(out), "--workers", str(workers)]
     assert main([*argv, "--no-live"]) == 0
@@ -127,6 +131,14 @@ def test_local_workers_share_one_journal_study(tiny_config, tmp_path, workers, m
     trials = optuna.load_study(study_name="tiny", storage=storage).trials
     assert sorted(t.number for t in trials) == list(range(9))
     assert all(t.state.is_finished() and t.state.name != "FAIL" for t in trials)
+    # the workers shared the checkpoint folder: stage 2 continued stage 1's best two, whichever
+    # worker had trained them
+    from babysit.search.stages import ranked
+
+    best = [t.number for t in ranked(trials, 0)[:2]]
+    second = sorted((t for t in trials if t.user_attrs["stage"] == 1), key=lambda t: t.number)
+    assert [t.user_attrs.get("continues") for t in second] == [*best, None]
+    assert len({trials[n].user_attrs["worker"] for n in range(6)}) == 2
 
 
 def test_a_study_babysit_did_not_make_is_refused_not_touched(tiny_config, tmp_path, capsys):

@@ -18,8 +18,8 @@ def test_the_example_config_loads():
     assert config.plan.space["lr"].log and config.plan.space["weight_decay"].log
     assert config.plan.stages == (
         Stage(20, epochs=1),
-        Stage(15, epochs=4),
-        Stage(4, epochs=12, pruner="median"),
+        Stage(15, epochs=4, promote=8),
+        Stage(7, epochs=15, promote=3),
     )
     assert config.fixed["optimizer"] == "momentum"
 

@@ -131,3 +131,17 @@ def test_markup_in_names_and_values_is_shown_as_written_not_parsed(tmp_path):
     assert "ValueError: [/] in an error" in text
     json_path, html_path = write_report(result, tmp_path)
     assert "[/]" in json_path.read_text() and html_path.read_text().count("<img") == 3
+
+
+def test_a_continued_trial_is_marked_in_search_json_and_the_tables(tmp_path):
+    def objective(trial):
+        trial.save_checkpoint({"n": 1})
+        return trial.params["lr"]
+
+    stages = [Stage(4, epochs=1), Stage(2, epochs=2, promote=1)]
+    result = search(objective, {"lr": (1e-3, 1.0)}, stages, checkpoints=tmp_path / "c")
+    (json_path, html_path) = write_report(result, tmp_path)
+    data = json.loads(json_path.read_text())
+    (continued,) = [t for t in data["trials"] if t["continues"] is not None]
+    assert continued["stage"] == 2 and continued["continues"] == result.stages[0].best.number
+    assert f"continues #{continued['continues']}" in html_path.read_text()

@@ -369,3 +369,90 @@ def test_without_storage_the_study_lives_in_memory_and_writes_no_file(tmp_path, 
     assert first.stages[0].complete == second.stages[0].complete == 3
     assert isinstance(first.study._storage, optuna.storages.InMemoryStorage)
     assert list(tmp_path.iterdir()) == []
+
+
+def _continuing(calls):
+    """An objective that 'trains' a counter: it resumes the parent's count from its checkpoint
+    and trains epochs - epochs_before more; the accuracy grows with lr closeness and epochs."""
+
+    def objective(trial):
+        state = trial.load_checkpoint()
+        start = 0 if state is None else state["epochs"]
+        calls.append((trial.number, trial.parent, trial.epochs_before, start))
+        trial.save_checkpoint({"epochs": start + trial.epochs - trial.epochs_before})
+        return peaked(trial) * (1 - 0.5 ** (start + trial.epochs - trial.epochs_before))
+
+    return objective
+
+
+def test_a_promoting_stage_continues_the_best_trials_of_the_stage_before(tmp_path):
+    calls = []
+    stages = [Stage(8, epochs=1), Stage(5, epochs=3, promote=2), Stage(2, epochs=6, promote=1)]
+    folder = tmp_path / "checkpoints"
+    result = search(_continuing(calls), SPACE, stages, checkpoints=folder)
+    trials = result.trials
+    for stage in (1, 2):
+        best = ranked(trials, stage - 1)
+        mine = sorted((t for t in trials if t.user_attrs["stage"] == stage), key=lambda t: t.number)
+        promoted = [t for t in mine if "continues" in t.user_attrs]
+        assert [t.user_attrs["continues"] for t in promoted] == [
+            b.number for b in best[: stages[stage].promote]
+        ]
+        for t in promoted:
+            parent = trials[t.user_attrs["continues"]]
+            assert t.params == parent.params  # the same hyperparameters, trained on
+        fresh = [t for t in mine if "continues" not in t.user_attrs]
+        assert len(fresh) == stages[stage].trials - stages[stage].promote
+    by_number = {n: (parent, before, start) for n, parent, before, start in calls}
+    for t in trials:
+        parent, before, start = by_number[t.number]
+        if parent is None:
+            assert (before, start) == (0, 0)
+        else:  # resumed from the parent's own count: trained epochs in all, not from scratch
+            assert before == stages[t.user_attrs["stage"] - 1].epochs == start
+    # only trials a later stage may continue keep a checkpoint
+    kept = {int(p.stem.split("-")[1]) for p in folder.iterdir()}
+    assert kept == {t.number for t in trials if t.user_attrs["stage"] in (0, 1)}
+
+
+def test_promotion_off_trains_every_trial_afresh_and_keeps_no_checkpoint(tmp_path):
+    calls = []
+    stages = [Stage(6, epochs=1), Stage(3, epochs=3)]  # promote = 0, the default
+    folder = tmp_path / "checkpoints"
+    result = search(_continuing(calls), SPACE, stages, checkpoints=folder)
+    assert all(parent is None and before == 0 for _, parent, before, _ in calls)
+    assert not any("continues" in t.user_attrs for t in result.trials)
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_an_interrupted_promoted_trial_resumes_from_the_same_checkpoint(tmp_path):
+    url, folder, calls = _url(tmp_path), tmp_path / "checkpoints", []
+    stages = [Stage(6, epochs=1), Stage(3, epochs=3, promote=2)]
+    inner = _continuing(calls)
+    interrupted = []
+
+    def once(trial):
+        if trial.parent is not None and not interrupted:
+            interrupted.append(trial.number)
+            raise KeyboardInterrupt
+        return inner(trial)
+
+    with pytest.raises(KeyboardInterrupt):
+        search(once, SPACE, stages, storage=url, study_name="p", checkpoints=folder)
+    result = search(
+        once, SPACE, stages, storage=url, study_name="p", checkpoints=folder, resume=True
+    )
+    (first,) = interrupted
+    retry = [t for t in result.trials if t.system_attrs.get("failed_trial") == first]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].user_attrs["continues"] == result.trials[first].user_attrs["continues"]
+    assert [s.complete for s in result.stages] == [6, 3]
+
+
+def test_a_stage_can_promote_only_after_a_shorter_stage():
+    with pytest.raises(Exception, match="promote continues trials of the stage before"):
+        search(peaked, SPACE, [Stage(3, epochs=2, promote=1)])
+    with pytest.raises(Exception, match="fewer epochs than this stage's 2"):
+        search(peaked, SPACE, [Stage(3, epochs=2), Stage(2, epochs=2, promote=1)])
+    with pytest.raises(Exception, match=r"promote must be an integer in \[0, trials = 2\]"):
+        Stage(2, epochs=3, promote=3)

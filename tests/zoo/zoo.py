@@ -1,7 +1,7 @@
 """A zoo of small real models, each with learnable synthetic data, healthy and with one
-planted bug (issue 12): a hand-written CIFAR ResNet, GPT-2 and BERT built from transformers
-configs (random init, nothing downloaded), a hand-written causal transformer LM, LSTM/GRU
-classifiers and LMs, a segmentation net, and MSE regression.
+planted bug (issue 12): the hand-written CIFAR ResNet-18 of tests/zoo/resnet.py, GPT-2 and
+BERT built from transformers configs (random init, nothing downloaded), a hand-written causal
+transformer LM, LSTM/GRU classifiers and LMs, a segmentation net, and MSE regression.
 
 Every builder is seeded and returns a `Case`: the model, the data as a user would pass it,
 the checkup keywords (loss_fn, lr) and the code the planted bug should get. Used by
@@ -109,53 +109,23 @@ def regression(n: int = 512, features: int = 8, seed: int = 0):
 # --- models -------------------------------------------------------------------------------
 
 
-class BasicBlock(nn.Module):
-    """The ResNet basic block (He et al. 2016): two 3x3 convs with BatchNorm, identity skip
-    (a 1x1 conv when the shape changes)."""
+class Softmaxed(nn.Module):
+    """`model` followed by a softmax over the classes: the planted output-activation bug."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
+    def __init__(self, model: nn.Module, dim: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
+        self.model, self.softmax = model, nn.Softmax(dim=dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        return self.softmax(self.model(x))
 
 
-class ResNet(nn.Module):
-    """The CIFAR ResNet: 3x3 stem, no max-pool, four stages; ResNet-18 is blocks (2, 2, 2, 2)
-    at width 64. `softmax=True` plants the bug: softmax in forward before cross-entropy."""
+def resnet18(classes: int = 10, width: int = 64, softmax: bool = False) -> nn.Module:
+    """The CIFAR ResNet-18 of tests/zoo/resnet.py (issue 10's), optionally softmaxed."""
+    from tests.zoo.resnet import ResNet18
 
-    def __init__(self, blocks=(2, 2, 2, 2), width=64, classes=10, softmax=False):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
-        )
-        layers, cin = [], width
-        for stage, count in enumerate(blocks):
-            cout = width * 2**stage
-            for b in range(count):
-                layers.append(BasicBlock(cin, cout, 2 if stage and not b else 1))
-                cin = cout
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(cin, classes)
-        self.softmax = nn.Softmax(dim=1) if softmax else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.layers(self.stem(x))
-        return self.softmax(self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1)))
-
-
-def resnet18(classes: int = 10, softmax: bool = False) -> ResNet:
-    return ResNet((2, 2, 2, 2), 64, classes, softmax)
+    model = ResNet18(classes, width)
+    return Softmaxed(model) if softmax else model
 
 
 class CausalSelfAttention(nn.Module):
@@ -368,11 +338,11 @@ def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resnet_case(bug: bool = False, seed: int = 0, n: int = 256, blocks=(1, 1), width=8):
-    """A small CIFAR ResNet (two stages of one block, width 8) on 3x16x16 images."""
+def resnet_case(bug: bool = False, seed: int = 0, n: int = 256, width: int = 4):
+    """The CIFAR ResNet-18 at width 4 on 3x16x16 images; the bug: softmax before the loss."""
     _seeded(seed)
     x, y = images(n, (3, 16, 16), 10, seed)
-    model = ResNet(blocks, width, 10, softmax=bug)
+    model = resnet18(10, width, softmax=bug)
     return Case(model, (x, y), {}, "OUTPUT_ACTIVATION" if bug else None, "CIFAR ResNet")
 
 
