@@ -1,10 +1,13 @@
-"""Writing result files whole or not at all."""
+"""Writing result files whole or not at all, and JSON that any reader can parse."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def _umask() -> int:
@@ -30,6 +33,33 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of `value` that strict JSON (json.dumps(allow_nan=False)) accepts: non-finite
+    floats become None, tuples lists, keys strings, tensors and NumPy values plain Python,
+    anything else its str()."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "tolist"):  # torch.Tensor, numpy array or scalar
+        return json_safe(value.tolist())
+    return str(value)
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """`value` as strict JSON text (see json_safe)."""
+    return json.dumps(json_safe(value), indent=indent, allow_nan=False)
+
+
+def write_json(path: str | os.PathLike, value: Any, indent: int | None = 2) -> Path:
+    """Write `value` as strict JSON, atomically, with a final newline."""
+    return write_atomic(path, json_text(value, indent) + "\n")
 
 
 # A probe this big takes a block on any file system, so a full disk fails it here (ENOSPC)

@@ -110,7 +110,7 @@ def test_a_map_style_dataset_and_numpy_arrays_are_accepted(standardized):
 
 
 def test_a_crashing_check_becomes_check_failed_and_the_rest_runs(standardized, monkeypatch):
-    import babysit.doctor as module
+    import babysit.checks.sanity as module
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
@@ -123,6 +123,7 @@ def test_a_crashing_check_becomes_check_failed_and_the_rest_runs(standardized, m
     )
     assert "\n" not in failed[0].message
     assert "lr_range" in report.measurements  # later steps still ran
+    assert failed[0].check == "regularization"  # shown in the row of the check that failed
 
 
 def test_full_mode_adds_a_training_run(standardized):
@@ -236,7 +237,7 @@ def test_a_resnet_with_a_detached_trunk_is_caught_with_default_arguments(standar
 
 
 def test_a_range_test_that_finds_nothing_never_contradicts_the_other_checks():
-    from babysit.doctor import _learnt_elsewhere, _suggestion_finding
+    from babysit.checks.learning_rate import _learnt_elsewhere, _suggestion_finding
 
     failed = {"start_loss": 2.4, "min_loss": 2.3, "steps": 300, "suggestion": None}
     measured = {"learnable": {"held_out_accuracy": 0.97, "chance": 0.11, "margin": 0.04}}

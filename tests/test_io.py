@@ -31,3 +31,22 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_write_json_writes_strict_json_whole(tmp_path):
+    import json
+    import math
+
+    import numpy as np
+    import torch
+
+    from babysit._io import write_json
+
+    path = write_json(
+        tmp_path / "out" / "r.json",
+        {"nan": math.nan, "inf": [math.inf, 1.5], "t": torch.tensor([1.0, 2.0]), 3: np.int64(4)},
+    )
+    text = path.read_text()
+    assert text.endswith("\n") and "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"nan": None, "inf": [None, 1.5], "t": [1.0, 2.0], "3": 4}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary file left

@@ -1,6 +1,6 @@
 """A Finding: one thing the checkup found, with its stable code, the numbers and the fix.
 
-The codes are a public contract (shared/DESIGN.md): they are documented, never renamed, and
+The codes are a public contract (docs/checkup.md): they are documented, never renamed, and
 users match on them in scripts and CI.
 """
 
@@ -60,7 +60,9 @@ class Finding:
     code: a stable key from CODES. severity: "error" (training cannot work), "warning" (it
     will train badly) or "info". message: what was measured, with the numbers. fix: what to
     do about it, concretely. evidence: the numbers behind the message (JSON-serialisable).
-    layer: the module name it is about, if any.
+    layer: the module name it is about, if any. check: the key of the check that raised it
+    (babysit.checks.registry), which places it in the report; None for the checkup's own
+    bookkeeping and for findings made by hand.
     """
 
     code: str
@@ -69,6 +71,7 @@ class Finding:
     fix: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
     layer: str | None = None
+    check: str | None = None
 
     def __post_init__(self) -> None:
         if self.code not in CODES:
@@ -81,4 +84,5 @@ class Finding:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Finding:
-        return cls(**{k: d[k] for k in ("code", "severity", "message", "fix", "evidence", "layer")})
+        known = ("code", "severity", "message", "fix", "evidence", "layer")
+        return cls(**{k: d[k] for k in known}, check=d.get("check"))

@@ -12,12 +12,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from babysit.checks.base import Check, Context, Figure, Found, draw
 from babysit.checks.findings import Finding
 from babysit.checks.runs import device_of, linear_baseline
 from babysit.checks.task import Task, accuracy, class_labels_of
 from babysit.train import Callback, LossAbort, fit
 
-__all__ = ["OVERFIT_GAP", "UNDERFIT_MARGIN", "check_generalization"]
+__all__ = ["OVERFIT_GAP", "UNDERFIT_MARGIN", "TrainingRunCheck", "check_generalization"]
 
 # Train minus validation accuracy above this is overfitting. Our choice: 10 points is well
 # outside the noise of a few hundred validation examples (std ~2 points on digits' 360) and
@@ -141,12 +142,19 @@ def check_generalization(
                 evidence,
             )
         ], measurement
+    return _underfitting(net, train, val, task, records, evidence, measurement), measurement
+
+
+def _underfitting(net, train, val, task, records, evidence, measurement) -> list[Finding]:
+    """UNDERFITTING: the trained copy's training accuracy below what a linear classifier
+    reaches on the validation data (recorded in `measurement`)."""
+    train_acc, val_acc = evidence["train_accuracy"], evidence["val_accuracy"]
     with torch.no_grad():
         probe = net.eval()(train[0][:1])
     fit_labels = class_labels_of(probe.expand(len(train[1]), *probe.shape[1:]), train[1], task)
     val_labels = class_labels_of(probe.expand(len(val[1]), *probe.shape[1:]), val[1], task)
     if fit_labels is None or val_labels is None or fit_labels.dim() != 1:
-        return [], measurement
+        return []
     linear = linear_baseline(train[0], fit_labels, val[0], val_labels)
     measurement["linear_val_accuracy"] = linear
     if train_acc < linear - UNDERFIT_MARGIN:
@@ -164,5 +172,83 @@ def check_generalization(
                 "capacity)",
                 {**evidence, "linear_val_accuracy": linear, "recent_gain": gain},
             )
-        ], measurement
-    return [], measurement
+        ]
+    return []
+
+
+class TrainingRunCheck(Check):
+    """With quick=False and validation data, a short real run at the given or suggested rate,
+    judged for over- and underfitting."""
+
+    name = "training run"
+    key = "training"
+    title = "training run"
+    codes = {
+        "OVERFITTING": "warning",
+        "UNDERFITTING": "warning",
+        "NAN_LOSS": "error",
+        "LR_TOO_HIGH": "error",
+    }
+    section = "Training run"
+    figures = (
+        Figure(
+            "training.png",
+            "training_figure",
+            ("training",),
+            "training curves",
+            "A short real run: a large train/val gap is overfitting; low accuracy on both is "
+            "underfitting.",
+        ),
+    )
+
+    @staticmethod
+    def _rate(context: Context) -> float | None:
+        if context.lr is not None:
+            return context.lr
+        measured = context.measurements.get("lr") or {}
+        return measured.get(
+            "suggestion", (context.measurements.get("lr_range") or {}).get("suggestion")
+        )
+
+    def skip(self, context: Context) -> str | None:
+        if context.quick or context.val_data is None:
+            return None  # not a skip: the measurement says why it did not run
+        if reason := context.untrainable():
+            return reason
+        if self._rate(context) is None:
+            return "no learning rate (none given, none found)"
+        return None
+
+    def run(self, context: Context) -> Found:
+        if context.quick or context.val_data is None:
+            why = (
+                "quick mode (pass quick=False, or --full)"
+                if context.quick
+                else "no validation data"
+            )
+            return [], {"skipped": why}
+        budget = context.budget
+        vx, vy, _, _ = draw(context.val_data, "val_data", budget.max_examples, context.seed)
+        return check_generalization(
+            context.model,
+            (context.x, context.y),
+            (vx.to(context.device), vy.to(context.device)),
+            context.task,
+            lr=self._rate(context),
+            optimizer=context.optimizer,
+            epochs=budget.full_epochs,
+            min_steps=budget.full_min_steps,
+            max_steps=budget.full_max_steps,
+            batch_size=budget.batch_size,
+            seed=context.seed,
+        )
+
+    needs = "train_accuracy"
+
+    def reads(self, t: dict[str, Any]) -> str:
+        linear = t.get("linear_val_accuracy")
+        return (
+            f"train {t['train_accuracy']:.1%}, val {t['val_accuracy']:.1%} (gap <= 10%"
+            + (f"; train >= linear {linear:.1%} - 2%" if linear is not None else "")
+            + ")"
+        )

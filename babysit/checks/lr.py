@@ -16,34 +16,24 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from babysit.checks.findings import Finding
 from babysit.checks.runs import device_of, train_copy
 from babysit.checks.task import Task
-from babysit.nn.init import weight_layers
-from babysit.probes import update_ratios
-from babysit.train import Callback, LossAbort, TrainState, fit
+from babysit.train import LOSS_ABORT_FACTOR, Callback, LossAbort, fit
+from babysit.train.measuring import LR_RANGE_START, LRRangeTest, UpdateRatioLog
 
 __all__ = [
     "LR_FALLBACK",
     "LR_LOW_RELATIVE",
     "UPDATE_RATIO_MAX",
     "UPDATE_RATIO_MIN",
-    "LRRangeTest",
-    "UpdateRatios",
     "analyse_range",
     "check_lr",
     "lr_range_test",
 ]
 
-# fastai's lr_find defaults (fastai/callback/schedule.py): 1e-7 to 10 in 100 steps, stop
-# when the smoothed loss exceeds 4x its best; its running average uses beta = 0.98.
-LR_RANGE_START = 1e-7
-LR_RANGE_END = 10.0
-LR_RANGE_DIVERGE = 4.0
-LR_RANGE_BETA = 0.98
 # Centred smoothing window, in steps (100 steps over 8 decades: 7 steps ~ 0.55 decade).
 LR_SMOOTH_STEPS = 7
 # The usable range starts where the smoothed loss has fallen this fraction below its level
@@ -63,9 +53,9 @@ LR_RANGE_RETRY_FACTOR = 3
 # fastai's `minimum` rule: a tenth of the rate at the lowest loss.
 LR_SUGGESTION_FACTOR = 0.1
 
-# CS231n notes (Part 3): "if the cost is ever > 3 * original cost, break out early"; a NaN
-# cost "almost always means the learning rate is too high".
-LR_HIGH_FACTOR = 3.0
+# LR_TOO_HIGH is the loop's one divergence rule (babysit.train.divergence: NaN, or over 3x
+# the first loss); a NaN cost "almost always means the learning rate is too high" (CS231n).
+LR_HIGH_FACTOR = LOSS_ABORT_FACTOR
 # "Loss barely moves": over the short run, the loss falls by less than this fraction of what
 # the range test's suggestion achieves in as many steps (100). Measured on digits (MLPs and
 # CNNs, sgd/momentum/adam): a rate 3x below the suggestion keeps 57-96% of its progress, 10x
@@ -99,41 +89,6 @@ FALLBACK_RATIO_MARGIN = 100.0
 UPDATE_RATIO_TARGET = 1e-3
 UPDATE_RATIO_MIN = 1e-5
 UPDATE_RATIO_MAX = 1e-1
-
-
-class LRRangeTest(Callback):
-    """Set an exponentially growing learning rate before each step; record the loss after;
-    stop when the loss is not finite or its running average passes `diverge` x its best."""
-
-    def __init__(
-        self,
-        start: float = LR_RANGE_START,
-        end: float = LR_RANGE_END,
-        steps: int = 100,
-        diverge: float = LR_RANGE_DIVERGE,
-    ):
-        self.start, self.end, self.steps, self.diverge = start, end, max(steps, 2), diverge
-        self.lrs: list[float] = []
-        self.losses: list[float] = []
-        self._average, self._best = 0.0, math.inf
-
-    def on_batch_begin(self, state: TrainState) -> None:
-        lr = self.start * (self.end / self.start) ** (len(self.lrs) / (self.steps - 1))
-        for group in state.optimizer.param_groups:
-            group["lr"] = lr
-        self.lrs.append(lr)
-
-    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
-        value = float(loss)
-        self.losses.append(value)
-        if not math.isfinite(value):
-            state.stop(f"loss became {value} at lr {self.lrs[-1]:.3g}")
-            return
-        self._average = LR_RANGE_BETA * self._average + (1 - LR_RANGE_BETA) * value
-        smoothed = self._average / (1 - LR_RANGE_BETA ** len(self.losses))
-        self._best = min(self._best, smoothed)
-        if smoothed > self.diverge * self._best:
-            state.stop(f"loss diverged at lr {self.lrs[-1]:.3g}")
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -230,33 +185,6 @@ def _sweep(model, x, y, task, optimizer, steps, batch_size, seed) -> dict[str, A
     return result
 
 
-class UpdateRatios(Callback):
-    """Per weight layer, ||W_after - W_before|| / ||W_before|| at every step (device tensors,
-    read back once at the end), for the layers whose weights train."""
-
-    def __init__(self, model: nn.Module):
-        self.layers = [
-            (name, m.weight) for name, m in weight_layers(model) if m.weight.requires_grad
-        ]
-        self._before: list[Tensor] = []
-        self._ratios: list[Tensor] = []
-
-    def on_batch_begin(self, state: TrainState) -> None:
-        self._before = [w.detach().clone() for _, w in self.layers]
-
-    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
-        if self.layers:
-            self._ratios.append(update_ratios(self._before, [w for _, w in self.layers]))
-
-    def medians(self) -> dict[str, float]:
-        if not self._ratios:
-            return {}
-        ratios = torch.stack(self._ratios)
-        ratios = torch.where(torch.isfinite(ratios), ratios, torch.full_like(ratios, math.nan))
-        medians = ratios.nanmedian(dim=0).values.tolist()
-        return {name: m for (name, _), m in zip(self.layers, medians, strict=True)}
-
-
 def _short_run(
     model: nn.Module,
     x: Tensor,
@@ -271,7 +199,7 @@ def _short_run(
 ) -> dict[str, Any]:
     net = copy.deepcopy(model)
     callbacks: list[Callback] = [LossAbort(LR_HIGH_FACTOR)]
-    watch = UpdateRatios(net) if ratios else None
+    watch = UpdateRatioLog(net) if ratios else None
     if watch is not None:
         callbacks.append(watch)
     history = fit(

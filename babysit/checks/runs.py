@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from babysit.checks.task import Task, accuracy
-from babysit.train import Callback, History, TrainState, fit
+from babysit.nn.layers import DROPOUT
+from babysit.train import Callback, EvaluateEvery, History, fit
 
 __all__ = [
     "LINEAR_RIDGE_ALPHA",
@@ -31,8 +32,6 @@ LINEAR_RIDGE_ALPHA = 1.0
 # Rows it is fitted on, at most (a least-squares fit: O(rows * features^2)).
 LINEAR_MAX_ROWS = 2048
 
-_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
-
 
 def device_of(model: nn.Module) -> torch.device:
     for tensor in (*model.parameters(), *model.buffers()):
@@ -43,7 +42,7 @@ def device_of(model: nn.Module) -> torch.device:
 def without_dropout(model: nn.Module) -> nn.Module:
     """Turn every dropout module off (p = 0), in place: the lecture's "regularization off"."""
     for m in model.modules():
-        if isinstance(m, _DROPOUT):
+        if isinstance(m, DROPOUT):
             m.p = 0.0
     return model
 
@@ -62,34 +61,28 @@ def measure(
         model.train(was_training)
 
 
-class Measure(Callback):
-    """Every `every` steps (and after the last), measure the model on a fixed batch; stop the
-    run once `done(loss, accuracy)` says so. Keeps the (step, loss, accuracy) records."""
+class Measure(EvaluateEvery):
+    """Every `every` steps (and before the first and after the last), (loss, accuracy) on a
+    fixed batch, in train mode by default as the lecture's curves are; stop the run once
+    `done(loss, accuracy)` says so. `records` are (step, loss, accuracy)."""
 
     def __init__(self, x: Tensor, y: Tensor, task: Task, every: int, done=None, train_mode=True):
-        self.x, self.y, self.task = x, y, task
-        self.every, self.done, self.train_mode = max(1, every), done, train_mode
-        self.records: list[tuple[int, float, float | None]] = []
-        self.reached = False
+        super().__init__(
+            lambda model, x, y: measure(model, x, y, task, train_mode),
+            (x, y),
+            every=max(1, every),
+            at_end=True,
+            mode=None,  # `measure` sets the mode itself
+            stop_when=None if done is None else (lambda value: done(*value) and "reached"),
+        )
 
-    def _record(self, state: TrainState) -> None:
-        if self.records and self.records[-1][0] == state.step:
-            return
-        loss, acc = measure(state.model, self.x, self.y, self.task, self.train_mode)
-        self.records.append((state.step, loss, acc))
-        if self.done is not None and self.done(loss, acc):
-            self.reached = True
-            state.stop("reached")
+    @property
+    def records(self) -> list[tuple[int, float, float | None]]:
+        return [(e.step, *e.value) for e in self.evaluations]
 
-    def on_train_begin(self, state: TrainState) -> None:
-        self._record(state)
-
-    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
-        if state.step % self.every == 0:
-            self._record(state)
-
-    def on_train_end(self, state: TrainState) -> None:
-        self._record(state)
+    @property
+    def reached(self) -> bool:
+        return self.stop_reason == "reached"
 
 
 @torch.no_grad()
@@ -113,7 +106,7 @@ def recalibrate_batchnorm(model: nn.Module, x: Tensor, batch_size: int) -> bool:
     try:
         model.train()
         for m in model.modules():
-            if isinstance(m, _DROPOUT):
+            if isinstance(m, DROPOUT):
                 m.eval()
         for m in norms:
             m.reset_running_stats()

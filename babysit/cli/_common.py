@@ -88,21 +88,9 @@ def _saving(write, folder) -> None:
 def _write_json(path, value) -> None:
     """Write `value` as strict JSON (NaN and inf as null) via a temporary file and a rename,
     so that a crash never leaves half a file."""
-    import json
-    import math
+    from babysit._io import write_json
 
-    from babysit._io import write_atomic
-
-    def finite(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: finite(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [finite(x) for x in v]
-        return v
-
-    write_atomic(path, json.dumps(finite(value), indent=2, allow_nan=False) + "\n")
+    write_json(path, value)
 
 
 def _preprocessed(splits, preprocess: str):

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, IterableDataset, TensorDataset
 
+from babysit._validation import check_scalar
 from babysit.data.files import (  # noqa: F401  (CIFAR10_* re-exported)
     CIFAR10_CLASSES,
     CIFAR10_SHAPE,
@@ -121,13 +122,15 @@ def load_data(
     """
     if not isinstance(spec, str):
         raise UsageError(f"data spec must be a string such as 'digits', got {spec!r}")
-    if isinstance(val_fraction, bool) or not (
-        isinstance(val_fraction, (int, float)) and 0 <= val_fraction < 1
-    ):
-        raise UsageError(
-            f"val_fraction must be a number in [0, 1), got {val_fraction!r}: "
-            f"use e.g. 0.2, or 0 for no validation split"
-        )
+    check_scalar(
+        val_fraction,
+        "val_fraction",
+        float,
+        min=0,
+        max=1,
+        include_max=False,
+        fix="use e.g. 0.2, or 0 for no validation split",
+    )
     kind, sep, arg = spec.partition(":")
     source = SOURCES.get(kind.strip().lower())
     if source is None:

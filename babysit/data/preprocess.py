@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from babysit._validation import check_scalar
 from babysit.data.moments import _Moments
 from babysit.errors import UsageError
 
@@ -450,8 +451,7 @@ class Whiten(Transform):
     def __init__(self, kind: str = "zca", eps: float = WHITEN_EPS):
         if kind not in ("pca", "zca"):
             raise UsageError(f"Whiten kind must be 'pca' or 'zca', got {kind!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-            raise UsageError(f"Whiten eps must be a number >= 0, got {eps!r}: e.g. eps=1e-5")
+        check_scalar(eps, "Whiten eps", float, min=0, fix="e.g. eps=1e-5")
         self.kind = kind
         self.eps = float(eps)
 

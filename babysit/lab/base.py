@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from babysit._validation import check_scalar
 from babysit.errors import UsageError
 
 __all__ = [
@@ -205,8 +206,7 @@ class Experiment:
     ) -> Result:
         if scale not in SCALES:
             raise UsageError(f"unknown lab scale {scale!r}; choose one of {', '.join(SCALES)}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise UsageError(f"lab seed must be an integer >= 0, got {seed!r}")
+        check_scalar(seed, "lab seed", int, min=0)
         device = _device(device) if device is not None else _default_device(scale)
         wall, cpu = time.perf_counter(), time.process_time()
         with _cpu_threads(device):

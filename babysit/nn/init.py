@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from babysit.nn.activations import activation_info
+from babysit.nn.layers import PASS_THROUGH, WEIGHT_LAYERS
 
 __all__ = [
     "INIT_SCHEMES",
@@ -30,26 +31,9 @@ __all__ = [
     "xavier_uniform_",
 ]
 
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-# Modules that sit between a weight layer and its activation without changing which
-# activation it feeds (Linear -> BatchNorm -> ReLU is the lecture's order).
-_TRANSPARENT = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.Dropout,
-    nn.Dropout2d,
-    nn.Identity,
-    nn.Flatten,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool2d,
-)
 
 # Mishkin & Matas (ICLR 2016), LSUV: the authors' script stops when |Var(out) - 1| < 0.02 or
-# after 20 rescalings (LAB_SOURCES.md; reimplementations often use 0.1 and 10).
+# after 20 rescalings (their released code; reimplementations often use 0.1 and 10).
 LSUV_TOLERANCE = 0.02
 LSUV_MAX_ITERATIONS = 20
 
@@ -163,7 +147,7 @@ def _following_gains(model: nn.Module) -> dict[nn.Module, float | None]:
                 gains[pending] = None
             pending = m
             continue
-        if pending is None or isinstance(m, _TRANSPARENT):
+        if pending is None or isinstance(m, PASS_THROUGH):
             continue
         info = activation_info(m)
         gains[pending] = info.gain if info is not None else None

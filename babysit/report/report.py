@@ -8,15 +8,16 @@ and the PNGs again from it alone (`babysit report DIR`).
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from babysit._io import write_atomic
+from babysit._io import json_safe, json_text, write_atomic
+from babysit.checks.base import Check
 from babysit.checks.findings import CODES, SEVERITIES, Finding
+from babysit.checks.registry import CHECKUP, check_of
 from babysit.errors import UsageError
 
 __all__ = ["JSON_NAME", "HTML_NAME", "Report"]
@@ -27,24 +28,6 @@ HTML_NAME = "report.html"
 SCHEMA_VERSION = 1
 
 _SEVERITY_STYLE = {"error": "bold white on red", "warning": "black on yellow", "info": "blue"}
-
-
-def json_safe(value: Any) -> Any:
-    """A copy of `value` that json.dumps(allow_nan=False) accepts: non-finite floats become
-    None, tuples lists, tensors and NumPy values plain Python."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "tolist"):  # torch.Tensor, numpy array or scalar
-        return json_safe(value.tolist())
-    return str(value)
 
 
 @dataclass
@@ -98,7 +81,7 @@ class Report:
         )
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        return json_text(self.to_dict(), indent)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
@@ -212,9 +195,8 @@ class Report:
     def render_html(self) -> tuple[str, dict[str, bytes]]:
         """The HTML page and its figures as PNG bytes by file name (also embedded in the
         page, so that report.html opens alone)."""
-        from babysit.report import html, plots
+        from babysit.report import html
 
-        m = self.measurements
         figures: dict[str, bytes] = {}
 
         def figure(name: str, fig, alt: str, caption: str) -> str:
@@ -225,85 +207,42 @@ class Report:
             return html.image(png, alt, caption)
 
         sections = [self._findings_section(html), self._checks_section(html)]
-        layers = m.get("layers") or []
-        init_section = html.Section("Activations and gradients at init")
-        init_section.body = (
-            "<p>One forward and backward pass of a data batch through the untrained model "
-            f"({html.escape(m.get('init', {}).get('inputs', 'the data as given'))}). "
-            "In a healthy network the activations' std and the gradient's norm stay roughly "
-            "constant from layer to layer (CS231n Lecture 6).</p>"
-        )
-        init_section.add(
-            figure(
-                "activations.png",
-                plots.activation_figure(layers, m.get("init")),
-                "per-layer activation statistics",
-                "Left: mean and std of each layer's output. Right: the size of the loss's "
-                "gradient with respect to each layer's output (per example), log scale.",
-            )
-        )
-        init_section.add(
-            figure(
-                "histograms.png",
-                plots.histogram_figure(layers),
-                "activation histograms",
-                "Distribution of each layer's outputs.",
-            )
-        )
-        if layers:
-            init_section.add(self._layer_table(html, layers))
-            sections.append(init_section)
-        if m.get("lr_range") or m.get("lr"):
-            lr_section = html.Section("Learning rate")
-            lr_section.add(
-                figure(
-                    "lr_range.png",
-                    plots.lr_figure(m.get("lr_range") or {}, m.get("lr")),
-                    "learning-rate range test",
-                    "The learning rate grows exponentially each step (Smith 2017, "
-                    "fastai lr_find); the usable range is where the smoothed loss "
-                    "falls; the suggestion is a tenth of the rate at its lowest.",
-                )
-            )
-            lr_section.add(
-                figure(
-                    "update_ratios.png",
-                    plots.update_ratio_figure(m.get("lr") or {}),
-                    "update/weight ratios",
-                    "A short run at the chosen rate; right, the median of "
-                    "||dW|| / ||W|| per step for each layer (CS231n: ~1e-3; red "
-                    "zones are flagged).",
-                )
-            )
-            sections.append(lr_section)
-        if m.get("overfit"):
-            sections.append(
-                html.Section("Overfitting a tiny subset").add(
-                    figure(
-                        "overfit.png",
-                        plots.overfit_figure(m["overfit"]),
-                        "tiny-subset training",
-                        "With regularization off a healthy model reaches 100% training accuracy "
-                        "and a loss near 0 on ~20 examples (CS231n).",
-                    )
-                )
-            )
-        if m.get("training", {}).get("epochs"):
-            sections.append(
-                html.Section("Training run").add(
-                    figure(
-                        "training.png",
-                        plots.training_figure(m["training"]),
-                        "training curves",
-                        "A short real run: a large train/val gap is overfitting; low accuracy on "
-                        "both is underfitting.",
-                    )
-                )
-            )
+        for check in CHECKUP:
+            section = self._figures_section(html, check, figure)
+            if section is not None:
+                sections.append(section)
         sections.append(self._meta_section(html))
         counts = ", ".join(f"{n} {s}" for s, n in self.summary.items())
         subtitle = f"{self.meta.get('model', 'model')} on {self.meta.get('data', 'data')}: {counts}"
         return html.page("babysit checkup", sections, subtitle), figures
+
+    def _figures_section(self, html, check: Check, figure) -> Any:
+        """The section of `check`'s figures (None when it has none or none could be drawn);
+        the init audit's gets the per-layer table too."""
+        from babysit.report import plots
+
+        m = self.measurements
+        drawn = [
+            figure(f.file, getattr(plots, f.plot)(*(m.get(k) for k in f.inputs)), f.alt, f.caption)
+            for f in check.figures
+            if m.get(f.inputs[0])  # a figure needs its first measurement; the rest may be None
+        ]
+        if not any(drawn):
+            return None
+        section = html.Section(check.section or check.title or check.name)
+        layers = m.get("layers") or []
+        if check.key == "init" and layers:
+            section.body = (
+                "<p>One forward and backward pass of a data batch through the untrained model "
+                f"({html.escape(m.get('init', {}).get('inputs', 'the data as given'))}). "
+                "In a healthy network the activations' std and the gradient's norm stay "
+                "roughly constant from layer to layer (CS231n Lecture 6).</p>"
+            )
+        for part in drawn:
+            section.add(part)
+        if check.key == "init" and layers:
+            section.add(self._layer_table(html, layers))
+        return section
 
     def _findings_section(self, html) -> Any:
         section = html.Section("Findings")
@@ -371,16 +310,18 @@ class Report:
 
     def check_rows(self) -> list[tuple[str, str, list[Finding]]]:
         """The "what was checked" rows: (check, measured against expected, the findings it
-        raised), for the checks that left measurements. The report does not judge: the
-        findings are placed by `row_of`."""
+        raised), for the checks that left measurements. The report does not judge: each
+        finding names its check (`row_of`)."""
         raised: dict[str | None, list[Finding]] = {}
         for f in self.findings:
             raised.setdefault(row_of(f), []).append(f)
         rows = []
-        for step, title, describe in _CHECK_ROWS:
-            measured = describe(self.measurements)
+        for check in CHECKUP:
+            if check.title is None:
+                continue
+            measured = check.describe(self.measurements)
             if measured is not None:
-                rows.append((title, measured, raised.get(step, [])))
+                rows.append((check.title, measured, raised.get(check.key, [])))
         return rows
 
     def _checks_section(self, html) -> Any:
@@ -398,190 +339,16 @@ class Report:
         return section
 
 
-def _fmt(value: Any, spec: str = ".3g") -> str:
-    return "?" if not isinstance(value, int | float) else format(value, spec)
-
-
-def _describe_data(m: dict) -> str | None:
-    d = m.get("data")
-    if not d or "offset_ratio" not in d:
-        return None
-    return (
-        f"mean/spread ratio {_fmt(d['offset_ratio'], '.2f')} (<= 0.5); feature std "
-        f"{_fmt(d['std_rms'])} (0.1..3); values {_fmt(d.get('min'))}..{_fmt(d.get('max'))}"
-    )
-
-
-def _describe_architecture(m: dict) -> str | None:
-    a = m.get("architecture")
-    if not a or a.get("weight_layers") is None:
-        return None
-    return (
-        f"{len(a['weight_layers'])} weight layer(s), output {tuple(a.get('output_shape') or [])}"
-        f" (no hidden sigmoid, raw scores into the loss, a nonlinearity between linear maps)"
-    )
-
-
-def _describe_init(m: dict) -> str | None:
-    i = m.get("init")
-    if i is None:
-        return None
-    if "forward_change" not in i:
-        hidden = i.get("hidden_layers")
-        return (
-            f"{hidden if hidden is not None else '?'} hidden layer(s): depth is judged from 3; "
-            f"dead and saturated units checked"
-        )
-    return (
-        f"activation std x{_fmt(i['forward_change'])} over depth (within 10x), gradient "
-        f"norm x{_fmt(i['backward_change'])} (within 100x)"
-    )
-
-
-def _describe_initial_loss(m: dict) -> str | None:
-    i = m.get("initial_loss")
-    if not i or i.get("loss") is None:
-        return None
-    if i.get("output_scale") is not None:
-        return f"outputs {_fmt(i['output_scale'])}x the targets' rms (<= 5x)"
-    if i.get("expected") is None:
-        return f"{_fmt(i['loss'])} (no reference for this loss)"
-    return f"{_fmt(i['loss'])} (uninformed {_fmt(i['expected'])}, ratio within 2.5x)"
-
-
-def _describe_overfit(m: dict) -> str | None:
-    o = m.get("overfit")
-    if not o or o.get("final_loss") is None:
-        return None
-    acc = o.get("final_accuracy")
-    acc_text = f"accuracy {acc:.0%}, " if isinstance(acc, int | float) else ""
-    return f"{acc_text}loss {_fmt(o['initial_loss'])} -> {_fmt(o['final_loss'])} (100% and near 0)"
-
-
-def _describe_learnable(m: dict) -> str | None:
-    le = m.get("learnable")
-    if not le or le.get("held_out_accuracy") is None:
-        return None
-    linear = le.get("linear_held_out_accuracy")
-    return (
-        f"held-out accuracy {le['held_out_accuracy']:.0%} (chance {le['chance']:.0%}; must beat it"
-        + (
-            f"; linear classifier {linear:.0%}, at least half of the way to it)"
-            if isinstance(linear, int | float)
-            else ")"
-        )
-    )
-
-
-def _describe_regularization(m: dict) -> str | None:
-    r = m.get("regularization")
-    if not r or r.get("rise") is None:
-        return None
-    return (
-        f"fitted loss {_fmt(r['plain']['loss'])} -> {_fmt(r['decayed']['loss'])} with weight "
-        f"decay (must rise)"
-    )
-
-
-def _describe_lr(m: dict) -> str | None:
-    lr = m.get("lr") or {}
-    rng = m.get("lr_range") or {}
-    if not rng and not lr:
-        return None
-    parts = []
-    if rng.get("low") is not None:
-        parts.append(f"usable {_fmt(rng['low'], '.2g')}..{_fmt(rng['high'], '.2g')}")
-    run = lr.get("run") or {}
-    if run:
-        ratios = [v for v in (run.get("update_ratios") or {}).values() if v is not None]
-        parts.append(
-            f"at {_fmt(run.get('lr'), '.2g')}: loss {_fmt(run.get('first_loss'))} -> "
-            f"{_fmt(run.get('last_loss'))}"
-            + (f", update ratios {min(ratios):.1e}..{max(ratios):.1e} (~1e-3)" if ratios else "")
-        )
-    return "; ".join(parts) or None
-
-
-def _describe_training(m: dict) -> str | None:
-    t = m.get("training") or {}
-    if t.get("train_accuracy") is None:
-        return None
-    linear = t.get("linear_val_accuracy")
-    return (
-        f"train {t['train_accuracy']:.1%}, val {t['val_accuracy']:.1%} (gap <= 10%"
-        + (f"; train >= linear {linear:.1%} - 2%" if linear is not None else "")
-        + ")"
-    )
-
-
-_CHECK_ROWS = (
-    ("data", "data audit", _describe_data),
-    ("architecture", "architecture audit", _describe_architecture),
-    ("init", "init audit", _describe_init),
-    ("initial_loss", "initial loss", _describe_initial_loss),
-    ("overfit", "overfit 20 examples", _describe_overfit),
-    ("learnable", "labels learnable", _describe_learnable),
-    ("regularization", "regularization", _describe_regularization),
-    ("lr", "learning rate", _describe_lr),
-    ("training", "training run", _describe_training),
-)
-# The row that shows each code; None for the bookkeeping codes, which belong to no check.
-# Codes that several steps raise (NAN_LOSS, LR_TOO_HIGH, CHECK_FAILED) are placed by the
-# step the checkup recorded in their evidence ("check"), this table being the fallback.
-# tests/report/test_report.py ties every code in CODES to a row here and to its section
-# in docs/checkup.md.
-_STEP_OF_CODE: dict[str, str | None] = {
-    "DATA_NONFINITE": "data",
-    "LABELS_INVALID": "data",
-    "DATA_NOT_CENTERED": "data",
-    "DATA_NOT_SCALED": "data",
-    "SIGMOID_HIDDEN": "architecture",
-    "OUTPUT_ACTIVATION": "architecture",
-    "NO_NONLINEARITY": "architecture",
-    "NO_NORMALIZATION": "architecture",
-    "FROZEN_PARAMETERS": "architecture",
-    "INIT_VANISHING": "init",
-    "INIT_EXPLODING": "init",
-    "INIT_SATURATED": "init",
-    "INIT_SYMMETRIC": "init",
-    "DEAD_UNITS": "init",
-    "INIT_LOSS_MISMATCH": "initial_loss",
-    "CANNOT_OVERFIT": "overfit",
-    "LABELS_UNLEARNABLE": "learnable",
-    "WORSE_THAN_LINEAR": "learnable",
-    "REG_NO_EFFECT": "regularization",
-    "LR_SUGGESTION": "lr",
-    "LR_TOO_LOW": "lr",
-    "LR_TOO_HIGH": "lr",
-    "UPDATE_RATIO_LOW": "lr",
-    "UPDATE_RATIO_HIGH": "lr",
-    "OVERFITTING": "training",
-    "UNDERFITTING": "training",
-    "NAN_LOSS": "training",
-    "CHECK_FAILED": None,
-    "CHECK_SKIPPED": None,
-}
-# The checkup's step names (CHECK_FAILED's evidence["step"]) by row.
-_ROW_OF_STEP = {
-    "data audit": "data",
-    "architecture audit": "architecture",
-    "init audit": "init",
-    "initial loss": "initial_loss",
-    "overfit tiny subset": "overfit",
-    "learnable labels": "learnable",
-    "regularization": "regularization",
-    "lr range test": "lr",
-    "learning rate": "lr",
-    "training run": "training",
-}
-
-
 def row_of(finding: Finding) -> str | None:
-    """The "what was checked" row that shows `finding` (None: no row)."""
-    rows = {step for step, _, _ in _CHECK_ROWS}
-    check = finding.evidence.get("check") if isinstance(finding.evidence, dict) else None
-    if check in rows:
-        return check
-    if finding.code == "CHECK_FAILED":
-        return _ROW_OF_STEP.get(str(finding.evidence.get("step")))
-    return _STEP_OF_CODE.get(finding.code)
+    """The key of the "what was checked" row that shows `finding` (None: no row): that of
+    the check that raised it. Reports saved before findings named their check place them by
+    the check in their evidence, the step a CHECK_FAILED names, or the one check that
+    raises their code."""
+    evidence = finding.evidence if isinstance(finding.evidence, dict) else {}
+    check = check_of(finding.check or evidence.get("check"))
+    if check is None and finding.code == "CHECK_FAILED":
+        check = next((c for c in CHECKUP if c.name == evidence.get("step")), None)
+    if check is None and finding.check is None:
+        owners = [c for c in CHECKUP if finding.code in c.codes]
+        check = owners[0] if len(owners) == 1 else None
+    return check.row_key if check is not None else None

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from babysit._validation import check_scalar
 from babysit.errors import UsageError
 from babysit.probes import preserved
 from babysit.train.callbacks import Callback, TrainState
@@ -59,10 +60,7 @@ class EvaluateEvery(Callback):
         mode: Literal["eval", "train"] | None = "eval",
         stop_when: Callable[[Any], str | bool | None] | None = None,
     ):
-        if every is not None and (
-            isinstance(every, bool) or not isinstance(every, int) or every < 1
-        ):
-            raise UsageError(f"every must be a positive integer or None, got {every!r}")
+        check_scalar(every, "every", int, min=1, allow_none=True)
         if mode not in ("eval", "train", None):
             raise UsageError(f"mode must be 'eval', 'train' or None, got {mode!r}")
         self.measure = measure

@@ -11,21 +11,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from babysit.nn.layers import DROPOUT
 from babysit.train.quantities import Quantity, Schedule, Values
 
 __all__ = ["MODE_LAYERS", "LoopFacts"]
 
 # Layers that compute something different in train and eval mode (the lecture's dropout and
 # batch normalization); a model without any is not affected by its mode.
-MODE_LAYERS = (
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-    nn.modules.batchnorm._BatchNorm,
-)
+MODE_LAYERS = (*DROPOUT, nn.modules.batchnorm._BatchNorm)
 
 
 class LoopFacts(Quantity):

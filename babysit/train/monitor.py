@@ -60,6 +60,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from babysit._validation import check_scalar
 from babysit.errors import UsageError
 from babysit.nn.activations import activation_info
 from babysit.probes import HISTOGRAM_BINS, Hooks, select_layers
@@ -582,6 +583,4 @@ def _check_metric(key: str, value: Any) -> None:
 
 
 def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{what} must be a positive integer, got {value!r}")
-    return value
+    return check_scalar(value, what, int, min=1)

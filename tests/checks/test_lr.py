@@ -9,8 +9,6 @@ from babysit.checks.lr import (
     LR_FALLBACK,
     LR_RANGE_DROP,
     LR_SUGGESTION_FACTOR,
-    LRRangeTest,
-    UpdateRatios,
     analyse_range,
     check_lr,
     lr_range_test,
@@ -18,6 +16,7 @@ from babysit.checks.lr import (
 from babysit.checks.task import task_for
 from babysit.nn import mlp
 from babysit.train import fit
+from babysit.train.measuring import LRRangeTest, UpdateRatioLog
 
 CE = task_for(None)
 
@@ -100,7 +99,7 @@ def test_update_ratios_equal_lr_times_gradient_over_weight_for_sgd():
     w0 = model[0].weight.detach().clone()
     loss = nn.functional.cross_entropy(model(x), y)
     (grad,) = torch.autograd.grad(loss, model[0].weight)
-    watch = UpdateRatios(model)
+    watch = UpdateRatioLog(model)
     fit(
         model, (x, y), epochs=1, max_steps=1, lr=0.1, batch_size=8, shuffle=False, callbacks=[watch]
     )

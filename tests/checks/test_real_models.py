@@ -181,11 +181,6 @@ def test_row_bert_items_collate():
     assert logits.shape == (8, 3) and labels.shape == (8,)
 
 
-@_missing(
-    "checks/params.py (snapshot, gradient_norms, parameter_updates, check_params_updated) "
-    "wired around the learning-rate step's short run, and nn.LSTM/GRU/Embedding in the "
-    "update-ratio layers (today only fc is measured)"
-)
 def test_row_detached_lstm_with_lr_given_is_params_not_updated():
     case = zoo.lstm_case(bug=True, n=64)
     assert case.kwargs["lr"] == 1e-2
@@ -222,16 +217,11 @@ def test_row_embedding_lstm_labels_are_learnable_by_a_plain_loop():
     assert float(held) > 0.6
 
 
-@_missing("checks/targets.py (measure_targets, check_targets) wired into the data audit")
 def test_row_mse_targets_x1000_are_targets_not_scaled():
     report = _checkup(zoo.regression_case("scale"))
     assert "TARGETS_NOT_SCALED" in _codes(report)
 
 
-@_missing(
-    "checks/targets.py's check_shape_broadcast wired before the training checks (an error "
-    "that skips them); today the (N, N) broadcast surfaces as CANNOT_OVERFIT"
-)
 def test_row_n_targets_against_n_by_1_outputs_is_shape_broadcast():
     report = _checkup(zoo.regression_case("broadcast"))
     assert "SHAPE_BROADCAST" in _codes(report) and "CANNOT_OVERFIT" not in _codes(report)
@@ -350,23 +340,11 @@ BUGS = [
             "softmax has no module for the trace to see)"
         ),
     ),
-    pytest.param(
-        lambda: zoo.lstm_case(bug=True, n=64),
-        id="lstm-detached",
-        marks=_missing("PARAMS_NOT_UPDATED wired (the detached-LSTM row)"),
-    ),
+    pytest.param(lambda: zoo.lstm_case(bug=True, n=64), id="lstm-detached"),
     pytest.param(lambda: zoo.gru_lm_case(bug=True, n=64, length=12), id="gru_lm-lr-10"),
     pytest.param(lambda: zoo.segmentation_case(bug=True), id="segmentation-softmax"),
-    pytest.param(
-        lambda: zoo.regression_case("scale"),
-        id="regression-targets-x1000",
-        marks=_missing("TARGETS_NOT_SCALED wired (the x1000 row)"),
-    ),
-    pytest.param(
-        lambda: zoo.regression_case("broadcast"),
-        id="regression-broadcast",
-        marks=_missing("SHAPE_BROADCAST wired (the (N,) vs (N, 1) row)"),
-    ),
+    pytest.param(lambda: zoo.regression_case("scale"), id="regression-targets-x1000"),
+    pytest.param(lambda: zoo.regression_case("broadcast"), id="regression-broadcast"),
 ]
 
 

@@ -4,12 +4,11 @@ import pytest
 import torch
 from torch import nn
 
+from babysit.checks.initial_loss import INIT_LOSS_RATIO_MAX, check_initial_loss
+from babysit.checks.learnable import check_learnable
 from babysit.checks.runs import recalibrate_batchnorm
 from babysit.checks.sanity import (
-    INIT_LOSS_RATIO_MAX,
     OVERFIT_EXAMPLES,
-    check_initial_loss,
-    check_learnable,
     check_overfit,
     check_regularization,
 )
@@ -187,11 +186,11 @@ def test_learnable_scores_batchnorm_models_with_statistics_of_their_trained_weig
 
 
 def test_a_model_far_below_a_linear_classifier_is_a_finding(digits_raw, monkeypatch):
-    import babysit.checks.sanity as sanity
+    import babysit.checks.learnable as learnable
 
     x, y = digits_raw
     x, y = x[:600] * 16, y[:600]
-    monkeypatch.setattr(sanity, "recalibrate_batchnorm", lambda *args: False)
+    monkeypatch.setattr(learnable, "recalibrate_batchnorm", lambda *args: False)
     findings, m = check_learnable(_slow_batchnorm_resnet(), x, y, CE, steps=60, batch_size=64)
     assert [(f.code, f.severity) for f in findings] == [("WORSE_THAN_LINEAR", "warning")]
     evidence = findings[0].evidence

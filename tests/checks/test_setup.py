@@ -5,18 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from babysit.checks.setup import (
-    CENTERING_RATIO_MAX,
-    DEAD_FRACTION_MAX,
-    audit_architecture,
-    audit_data,
-    audit_init,
-    input_statistics,
-)
+from babysit.checks.architecture_audit import audit_architecture
+from babysit.checks.data_audit import CENTERING_RATIO_MAX, audit_data, input_statistics
+from babysit.checks.init_audit import DEAD_FRACTION_MAX, audit_init
 from babysit.checks.task import task_for
-from babysit.checks.trace import trace
 from babysit.nn import cnn, mlp
 from babysit.probes import activation_stats
+from babysit.probes.trace import trace
 
 
 def _data(model, x, y, loss_fn=None):
@@ -369,7 +364,7 @@ def test_one_constant_layer_before_a_random_one_is_a_warning(digits_std):
 
 
 def test_frozen_parameters_are_reported_and_all_frozen_is_a_warning():
-    from babysit.checks.setup import frozen_parameters
+    from babysit.checks.architecture_audit import frozen_parameters
 
     model = mlp(64, [32, 32], 10)
     assert frozen_parameters(model) == []

@@ -13,11 +13,14 @@ import torch
 from matplotlib.figure import Figure
 
 import babysit as bs
+from babysit._io import json_safe
+from babysit.checks import training_run
 from babysit.checks.findings import CODES, Finding
+from babysit.checks.registry import BOOKKEEPING, CHECKUP, RUN_REPORT_CODES
 from babysit.doctor import Budget
 from babysit.errors import UsageError
 from babysit.report import plots
-from babysit.report.report import Report, json_safe
+from babysit.report.report import Report
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +169,7 @@ def test_the_training_plot_shows_train_and_val():
     assert [line.get_label() for line in fig.axes[0].get_lines()] == ["train", "val"]
 
 
-# --- the "what was checked" table: every code has a row and a documented section --------
+# --- the "what was checked" table: every code has a check, a row and a documented section -
 
 # Each docs/checkup.md section of codes, and the report rows its codes may be shown in.
 _SECTION_ROWS = {
@@ -191,6 +194,7 @@ _MEASURED = {
     "lr": {"run": {"lr": 0.1, "first_loss": 2.3, "last_loss": 0.5, "update_ratios": {}}},
     "training": {"train_accuracy": 0.99, "val_accuracy": 0.97},
 }
+# The row titles, written out here as the reference the registry's titles are checked against.
 _TITLES = {
     "data": "data audit",
     "architecture": "architecture audit",
@@ -204,13 +208,13 @@ _TITLES = {
 }
 
 
-def _documented_sections() -> dict[str, str]:
-    """Code -> the docs/checkup.md '###' section whose table has a row for it."""
-    text = (Path(__file__).parents[2] / "docs" / "checkup.md").read_text()
+def _documented_sections(doc: str = "checkup.md") -> dict[str, str]:
+    """Code -> the docs '###' section whose table has a row for it."""
+    text = (Path(__file__).parents[2] / "docs" / doc).read_text()
     found, section = {}, None
     for line in text.splitlines():
-        if line.startswith("### "):
-            section = line[4:].strip()
+        if line.startswith("### ") or line.startswith("## "):
+            section = line.lstrip("#").strip()
         for code in re.findall(r"^\| `([A-Z_]+)`(?: / `([A-Z_]+)`)?", line):
             for c in code:
                 if c and section is not None:
@@ -222,24 +226,53 @@ def _rows_showing(report: Report, code: str) -> list[str]:
     return [title for title, _, found in report.check_rows() if code in {f.code for f in found}]
 
 
+def _owners(code: str) -> list:
+    return [c for c in CHECKUP if code in c.codes]
+
+
+@pytest.mark.parametrize("code", sorted(CODES))
+def test_every_code_has_a_check_that_raises_it(code):
+    owners = _owners(code)
+    if code in BOOKKEEPING:
+        assert owners == [], f"bookkeeping code {code} is declared by {owners}"
+    elif code in RUN_REPORT_CODES:
+        source = (Path(training_run.__file__)).read_text()
+        assert f'"{code}"' in source, f"{code} is not raised by babysit.checks.training_run"
+    else:
+        assert owners, f"no check of babysit.checks.registry declares {code} in its codes"
+
+
 @pytest.mark.parametrize("code", sorted(CODES))
 def test_every_code_has_a_documented_section_and_the_report_row_of_that_section(code):
+    if code in RUN_REPORT_CODES and not _owners(code):
+        assert code in _documented_sections("monitor.md"), f"{code} is not in docs/monitor.md"
+        return
     sections = _documented_sections()
     assert code in sections, f"{code} has no row in a section of docs/checkup.md"
     rows = _SECTION_ROWS[sections[code]]
-    finding = Finding(code, "error" if code != "LR_SUGGESTION" else "info", "m", "f")
-    report = Report([finding], _MEASURED)
-    shown = _rows_showing(report, code)
+    severity = "error" if code != "LR_SUGGESTION" else "info"
     if rows == {None}:
-        assert shown == [], f"bookkeeping code {code} is shown in {shown}"
-    else:
-        assert len(shown) == 1 and shown[0] in {_TITLES[r] for r in rows}, (
-            f"{code} ({sections[code]}) is shown in {shown}"
-        )
+        report = Report([Finding(code, severity, "m", "f")], _MEASURED)
+        assert _rows_showing(report, code) == [], f"bookkeeping code {code} is shown in a row"
+        return
+    owners = _owners(code)
+    for check in owners:
+        report = Report([Finding(code, severity, "m", "f", check=check.key)], _MEASURED)
+        shown = _rows_showing(report, code)
+        assert shown == [_TITLES[check.row_key]], f"{code} from {check.name} is shown in {shown}"
+    # documented with (one of) the checks that raise it
+    assert {c.row_key for c in owners} & rows, f"{code} ({sections[code]}) is raised elsewhere"
+
+
+def test_the_registry_titles_are_the_report_rows():
+    titled = {c.key: c.title for c in CHECKUP if c.title is not None}
+    assert titled == _TITLES
+    assert [title for title, _, _ in Report([], _MEASURED).check_rows()] == list(_TITLES.values())
 
 
 def test_an_error_is_never_next_to_ok():
-    report = Report([Finding("NAN_LOSS", "error", "the loss became nan", "lower lr")], _MEASURED)
+    nan = Finding("NAN_LOSS", "error", "the loss became nan", "lower lr", check="training")
+    report = Report([nan], _MEASURED)
     page, _ = report.render_html()
     checks = page[page.index("What was checked") :]
     row = checks[checks.index("training run") :].split("</tr>")[0]
@@ -253,11 +286,25 @@ def test_an_error_is_never_next_to_ok():
 
 
 def test_a_code_several_steps_raise_is_shown_in_the_step_that_raised_it():
-    at_init = Finding("NAN_LOSS", "error", "nan at init", "fix", {"check": "initial_loss"})
-    failed = Finding("CHECK_FAILED", "warning", "x", "y", {"step": "learning rate"})
+    at_init = Finding("NAN_LOSS", "error", "nan at init", "fix", check="initial_loss")
+    failed = Finding(
+        "CHECK_FAILED", "warning", "x", "y", {"step": "lr range test"}, check="lr_range"
+    )
     report = Report([at_init, failed], _MEASURED)
     assert _rows_showing(report, "NAN_LOSS") == ["initial loss"]
     assert _rows_showing(report, "CHECK_FAILED") == ["learning rate"]
+
+
+def test_a_report_saved_before_findings_named_their_check_places_them_as_it_did():
+    old = [
+        Finding("NAN_LOSS", "error", "nan at init", "fix", {"check": "initial_loss"}),
+        Finding("CHECK_FAILED", "warning", "x", "y", {"step": "learning rate"}),
+        Finding("DEAD_UNITS", "warning", "dead", "fix"),
+    ]
+    report = Report.from_dict(json.loads(Report(old, _MEASURED).to_json()))
+    assert _rows_showing(report, "NAN_LOSS") == ["initial loss"]
+    assert _rows_showing(report, "CHECK_FAILED") == ["learning rate"]
+    assert _rows_showing(report, "DEAD_UNITS") == ["init audit"]
 
 
 def test_the_checkup_records_the_step_of_each_finding():
@@ -266,7 +313,10 @@ def test_the_checkup_records_the_step_of_each_finding():
     model = bs.nn.mlp(16, [32, 32], 4, activation="sigmoid", init="xavier")
     budget = Budget(overfit_steps=30, learnable_steps=20, reg_steps=10, range_steps=30, lr_steps=20)
     report = bs.checkup(model, train, lr=100.0, budget=budget)
-    checks = {f.code: f.evidence.get("check") for f in report.findings}
+    checks = {f.code: f.check for f in report.findings}
     assert checks["SIGMOID_HIDDEN"] == "architecture" and checks["LR_TOO_HIGH"] == "lr"
     assert _rows_showing(report, "LR_TOO_HIGH") == ["learning rate"]
-    assert all(check in _TITLES for code, check in checks.items() if code != "LR_SUGGESTION")
+    assert all(check in _TITLES for code, check in checks.items() if code != "CHECK_SKIPPED")
+    assert [f["check"] for f in json.loads(report.to_json())["findings"]] == [
+        f.check for f in report.findings
+    ]

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from babysit.checks.initial_loss import check_initial_loss
 from babysit.checks.lr import check_lr, lr_range_test
 from babysit.checks.sanity import (
     OVERFIT_EXAMPLES,
     REG_MIN_RISE,
-    check_initial_loss,
     check_overfit,
     check_regularization,
 )

@@ -15,41 +15,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from babysit.nn.init import WEIGHT_LAYERS
-from babysit.probes import preserved
+from babysit.nn.layers import PASS_THROUGH, WEIGHT_LAYERS
+from babysit.probes.hooks import preserved
 
-__all__ = ["LINEAR_PASS_THROUGH", "NORMALIZATION", "Call", "Trace", "trace"]
+__all__ = ["MODEL_INPUT", "Call", "Trace", "trace"]
 
 MODEL_INPUT = -1
-
-NORMALIZATION = (
-    nn.modules.batchnorm._NormBase,
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-)
-# Modules that are affine maps (or plumbing), so a weight layer before and one after them
-# compose to a single linear map. BatchNorm counts: at inference it is a per-unit affine map.
-LINEAR_PASS_THROUGH = (
-    nn.Identity,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.modules.batchnorm._BatchNorm,
-)
-# Modules between a weight layer and its activation that do not change which activation it
-# feeds or what its output means (Linear -> BatchNorm -> ReLU, ReLU -> Dropout -> Linear).
-PASS_THROUGH = (*LINEAR_PASS_THROUGH, *NORMALIZATION, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 
 
 @dataclass

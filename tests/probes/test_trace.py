@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from babysit.checks.trace import MODEL_INPUT, trace
+from babysit.probes.trace import MODEL_INPUT, trace
 
 
 def test_trace_links_each_call_to_the_module_that_produced_its_input():

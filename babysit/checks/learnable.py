@@ -1,0 +1,208 @@
+"""Can the labels be learnt at all (ours): a copy of the model trained on part of the data,
+and a linear classifier, scored on a held-out part."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from babysit.checks.base import Check, Context, Found
+from babysit.checks.findings import Finding
+from babysit.checks.runs import linear_baseline, recalibrate_batchnorm, train_copy
+from babysit.checks.sanity import after_overfit
+from babysit.checks.task import Task, accuracy, chance_accuracy, class_labels_of
+
+__all__ = ["LEARNABLE_LINEAR_SHARE", "LEARNABLE_Z", "LearnableCheck", "check_learnable"]
+
+# --- can the labels be learnt at all --------------------------------------------------------
+# A copy of the model trained on part of the data, and a linear classifier, are scored on a
+# held-out part; labels that do not follow the inputs (shuffled apart from them) leave both
+# at chance. "At chance" = no more than LEARNABLE_Z binomial standard errors above the
+# majority-class rate. Measured on digits: shuffled labels 0.08-0.11 held-out for MLPs and
+# CNNs, 0.08 linear (chance 0.11-0.12, allowed up to 0.16-0.17); true labels 0.89-0.98
+# (model), 0.93 (linear); a saturated tanh net 0.17 (model) but 0.93 (linear), so the labels
+# are not blamed.
+LEARNABLE_Z = 3.0
+LEARNABLE_MIN_EXAMPLES = 200
+LEARNABLE_HELD_OUT = 0.25
+LEARNABLE_LR = 1e-3
+LEARNABLE_MAX_FIT = 2048
+# "Worse than a linear classifier": the copy's held-out accuracy covers less than this share
+# of the way from chance to the ridge classifier's, on the same split. Measured on digits:
+# healthy MLPs and CNNs 0.89-0.98 against 0.93-0.95 linear (over 90% of the way); a
+# width-4 ResNet-18 after only 60 steps 0.59 against 0.92 (59%, slow but learning); faulty:
+# a saturated tanh net 0.17 against 0.93 (7%), a ResNet-18 scored with stale BatchNorm
+# statistics 0.07-0.13 against 0.92-1.00 (below chance). Allowed LEARNABLE_Z standard errors
+# below that: a small CNN on hard synthetic data (linear is the right model there) scored
+# 0.21 against 0.33 linear, 0.02 short of the half-way mark.
+LEARNABLE_LINEAR_SHARE = 0.5
+
+
+def check_learnable(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    task: Task,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+) -> tuple[list[Finding], dict[str, Any]]:
+    """Can the labels be predicted from the inputs at all? A copy of the model trained on
+    part of the data, and a linear reference model, are scored on a held-out part: when both
+    stay at chance, the labels do not follow the inputs (shuffled or misaligned). The linear
+    model keeps a weak or broken network from being blamed on the labels, and the network
+    keeps labels that only a nonlinear model can read from being called unlearnable."""
+    n = len(x)
+    held = min(int(n * LEARNABLE_HELD_OUT), 512)
+    if n < LEARNABLE_MIN_EXAMPLES or held < 50:
+        return [], {"skipped": f"needs at least {LEARNABLE_MIN_EXAMPLES} examples, got {n}"}
+    x_fit, y_fit = x[held:][:LEARNABLE_MAX_FIT], y[held:][:LEARNABLE_MAX_FIT]
+    x_held, y_held = x[:held], y[:held]
+    net, history = train_copy(
+        model,
+        x_fit,
+        y_fit,
+        task,
+        steps=steps,
+        lr=LEARNABLE_LR,
+        optimizer="adam",
+        batch_size=batch_size,
+        seed=seed,
+    )
+    x_seen, y_seen = x_fit[: max(held, 256)], y_fit[: max(held, 256)]
+    # Scored in eval mode, as it will be used, with BatchNorm statistics of these weights.
+    recalibrated = recalibrate_batchnorm(net, x_fit, batch_size)
+    net.eval()
+    with torch.no_grad():
+        out_held, out_seen, out_fit = net(x_held), net(x_seen), net(x_fit[:1])
+    labels_held = class_labels_of(out_held, y_held, task)
+    labels_seen = class_labels_of(out_seen, y_seen, task)
+    labels_fit = class_labels_of(out_fit.expand(len(x_fit), *out_fit.shape[1:]), y_fit, task)
+    if labels_held is None or labels_seen is None or labels_fit is None:
+        return [], {"skipped": "the targets are not class labels"}
+    if labels_held.dim() != 1:
+        return [], {"skipped": "per-position labels (e.g. segmentation)"}
+    held_acc, train_acc = accuracy(out_held, y_held, task), accuracy(out_seen, y_seen, task)
+    chance = chance_accuracy(labels_held)
+    margin = LEARNABLE_Z * math.sqrt(max(chance * (1 - chance), 1e-12) / len(x_held))
+    measurement: dict[str, Any] = {
+        "train_examples": len(x_fit),
+        "held_out_examples": held,
+        "steps": len(history.step_loss),
+        "train_accuracy": train_acc,
+        "held_out_accuracy": held_acc,
+        "chance": chance,
+        "margin": margin,
+        "batchnorm_recalibrated": recalibrated,
+    }
+    if held_acc is None or train_acc is None:
+        return [], measurement
+    if len(torch.unique(labels_fit)) > 1:
+        linear_acc = linear_baseline(x_fit, labels_fit, x_held, labels_held)
+        measurement["linear_held_out_accuracy"] = linear_acc
+        if linear_acc > chance + margin:  # the inputs do predict the labels
+            found = _below_linear(held_acc, train_acc, linear_acc, chance, margin, len(x_fit), held)
+            return found, measurement
+    if held_acc > chance + margin:
+        return [], measurement
+    return [
+        Finding(
+            "LABELS_UNLEARNABLE",
+            "error",
+            f"the labels do not follow the inputs: a copy of the model trained on "
+            f"{len(x_fit)} examples reaches {train_acc:.0%} on them but {held_acc:.1%} on "
+            f"{held} held-out ones, and a linear classifier "
+            f"{measurement.get('linear_held_out_accuracy', math.nan):.1%}: no better than "
+            f"chance ({chance:.1%}, +{margin:.1%} allowed)",
+            "check that inputs and labels are shuffled and indexed together (the same "
+            "permutation for x and y), and that each label belongs to its input",
+            measurement,
+        )
+    ], measurement
+
+
+def _below_linear(
+    held_acc: float,
+    train_acc: float,
+    linear_acc: float,
+    chance: float,
+    margin: float,
+    fitted: int,
+    held: int,
+) -> list[Finding]:
+    """WORSE_THAN_LINEAR when the trained copy gets less than LEARNABLE_LINEAR_SHARE of the
+    way from chance to a linear classifier's accuracy on the same split, by more than the
+    sampling `margin` (LEARNABLE_Z standard errors): the labels can be learnt, and the model
+    is what fails."""
+    needed = chance + LEARNABLE_LINEAR_SHARE * (linear_acc - chance)
+    if held_acc >= needed - margin:
+        return []
+    memorised = train_acc >= needed + (1 - needed) / 2
+    why = (
+        f"it fits the examples it saw ({train_acc:.0%}) but not new ones: it memorises "
+        f"rather than generalises, or it behaves differently in eval mode (BatchNorm, "
+        f"dropout) than in training"
+        if memorised
+        else f"it does not fit even the examples it saw ({train_acc:.0%}), scored in eval "
+        f"mode: it learns too slowly, or behaves differently in eval mode than in training"
+    )
+    return [
+        Finding(
+            "WORSE_THAN_LINEAR",
+            "warning",
+            f"a copy of the model trained on {fitted} examples scores {held_acc:.1%} on {held} "
+            f"held-out ones, a linear classifier {linear_acc:.1%} on the same split (chance "
+            f"{chance:.1%}; needs half of the way, {needed:.1%}, less {margin:.1%} allowed for "
+            f"sampling): {why}",
+            "see the init and learning-rate findings; check the model's forward in eval mode "
+            "(model.eval()), its normalization layers and its capacity against a linear "
+            "baseline; with few examples, a smaller model or more data",
+            {
+                "held_out_accuracy": held_acc,
+                "train_accuracy": train_acc,
+                "linear_held_out_accuracy": linear_acc,
+                "chance": chance,
+                "needed": needed,
+                "margin": margin,
+            },
+        )
+    ]
+
+
+class LearnableCheck(Check):
+    """Whether the labels can be learnt at all (ours): a copy of the model and a linear
+    classifier scored on held-out data."""
+
+    name = "learnable labels"
+    key = "learnable"
+    title = "labels learnable"
+    codes = {"LABELS_UNLEARNABLE": "error", "WORSE_THAN_LINEAR": "warning"}
+
+    def skip(self, context: Context) -> str | None:
+        return after_overfit(context)
+
+    def run(self, context: Context) -> Found:
+        return check_learnable(
+            *context.training_args,
+            steps=context.budget.learnable_steps,
+            batch_size=context.budget.batch_size,
+            seed=context.seed,
+        )
+
+    needs = "held_out_accuracy"
+
+    def reads(self, le: dict[str, Any]) -> str:
+        linear = le.get("linear_held_out_accuracy")
+        return (
+            f"held-out accuracy {le['held_out_accuracy']:.0%} (chance {le['chance']:.0%}; must "
+            f"beat it"
+            + (
+                f"; linear classifier {linear:.0%}, at least half of the way to it)"
+                if isinstance(linear, int | float)
+                else ")"
+            )
+        )

@@ -1,0 +1,91 @@
+"""Callbacks of the loop that measure a run without judging it: the learning-rate range test
+and the update/weight ratio of every step. The checks read them; the lab can too."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from babysit.nn.init import weight_layers
+from babysit.probes import update_ratios
+from babysit.train.callbacks import Callback, TrainState
+
+__all__ = [
+    "LR_RANGE_BETA",
+    "LR_RANGE_DIVERGE",
+    "LR_RANGE_END",
+    "LR_RANGE_START",
+    "LRRangeTest",
+    "UpdateRatioLog",
+]
+
+# fastai's lr_find defaults (fastai/callback/schedule.py): 1e-7 to 10 in 100 steps, stop
+# when the smoothed loss exceeds 4x its best; its running average uses beta = 0.98.
+LR_RANGE_START = 1e-7
+LR_RANGE_END = 10.0
+LR_RANGE_DIVERGE = 4.0
+LR_RANGE_BETA = 0.98
+
+
+class LRRangeTest(Callback):
+    """Set an exponentially growing learning rate before each step; record the loss after;
+    stop when the loss is not finite or its running average passes `diverge` x its best."""
+
+    def __init__(
+        self,
+        start: float = LR_RANGE_START,
+        end: float = LR_RANGE_END,
+        steps: int = 100,
+        diverge: float = LR_RANGE_DIVERGE,
+    ):
+        self.start, self.end, self.steps, self.diverge = start, end, max(steps, 2), diverge
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self._average, self._best = 0.0, math.inf
+
+    def on_batch_begin(self, state: TrainState) -> None:
+        lr = self.start * (self.end / self.start) ** (len(self.lrs) / (self.steps - 1))
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        self.lrs.append(lr)
+
+    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
+        value = float(loss)
+        self.losses.append(value)
+        if not math.isfinite(value):
+            state.stop(f"loss became {value} at lr {self.lrs[-1]:.3g}")
+            return
+        self._average = LR_RANGE_BETA * self._average + (1 - LR_RANGE_BETA) * value
+        smoothed = self._average / (1 - LR_RANGE_BETA ** len(self.losses))
+        self._best = min(self._best, smoothed)
+        if smoothed > self.diverge * self._best:
+            state.stop(f"loss diverged at lr {self.lrs[-1]:.3g}")
+
+
+class UpdateRatioLog(Callback):
+    """Per weight layer, ||W_after - W_before|| / ||W_before|| at every step (device tensors,
+    read back once at the end), for the layers whose weights train."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [
+            (name, m.weight) for name, m in weight_layers(model) if m.weight.requires_grad
+        ]
+        self._before: list[Tensor] = []
+        self._ratios: list[Tensor] = []
+
+    def on_batch_begin(self, state: TrainState) -> None:
+        self._before = [w.detach().clone() for _, w in self.layers]
+
+    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
+        if self.layers:
+            self._ratios.append(update_ratios(self._before, [w for _, w in self.layers]))
+
+    def medians(self) -> dict[str, float]:
+        if not self._ratios:
+            return {}
+        ratios = torch.stack(self._ratios)
+        ratios = torch.where(torch.isfinite(ratios), ratios, torch.full_like(ratios, math.nan))
+        medians = ratios.nanmedian(dim=0).values.tolist()
+        return {name: m for (name, _), m in zip(self.layers, medians, strict=True)}
