@@ -56,6 +56,17 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
+class Figures(dict):
+    """The page's figures as PNG bytes by file name; `add` embeds one in the page too."""
+
+    def add(self, name: str, fig: Figure | None, alt: str, caption: str) -> str:
+        if fig is None:
+            return ""
+        png = figure_png(fig)
+        self[name] = png
+        return image(png, alt, caption)
+
+
 def image(png: bytes, alt: str, caption: str = "") -> str:
     """An <img> with the PNG embedded, and an optional caption."""
     uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")

@@ -197,14 +197,8 @@ class Report:
         page, so that report.html opens alone)."""
         from babysit.report import html
 
-        figures: dict[str, bytes] = {}
-
-        def figure(name: str, fig, alt: str, caption: str) -> str:
-            if fig is None:
-                return ""
-            png = html.figure_png(fig)
-            figures[name] = png
-            return html.image(png, alt, caption)
+        figures = html.Figures()
+        figure = figures.add
 
         sections = [self._findings_section(html), self._checks_section(html)]
         for check in CHECKUP:

@@ -36,14 +36,8 @@ class RunReport(Report):
         from babysit.report import html, run_plots
 
         run = self.measurements.get("training_run") or {}
-        figures: dict[str, bytes] = {}
-
-        def figure(name: str, fig, alt: str, caption: str) -> str:
-            if fig is None:
-                return ""
-            png = html.figure_png(fig)
-            figures[name] = png
-            return html.image(png, alt, caption)
+        figures = html.Figures()
+        figure = figures.add
 
         window = (run.get("loss") or {}).get("smoothing_window", 5)
         section = html.Section("The run")
