@@ -64,7 +64,10 @@ def _label_findings(output: Tensor, y: Tensor, task: Task) -> list[Finding]:
     if task.class_labels and not soft:
         if output.dim() > 1 and output.dim() != y.dim() + 1:
             return []  # e.g. (N, 1, C) scores for (N,) labels: the shapes, not the labels
-        classes = output.shape[1] if output.dim() > 1 else 1
+        # The vocabulary for per-position scores, in either layout ((B, T, V) too).
+        classes = task.classes(output, y) if not y.is_floating_point() else None
+        if classes is None:
+            classes = output.shape[1] if output.dim() > 1 else 1
         if y.is_floating_point():
             integral = torch.isfinite(y) & (y == y.round())
             if not bool(integral.all()):

@@ -91,10 +91,6 @@ def test_row_gpt2_as_returned_checks_without_a_wrapper():
     assert "CHECK_FAILED" not in _codes(report)
 
 
-@_missing(
-    "checks/setup.py _label_findings to take C from Task.classes(output, y) (the vocabulary, "
-    "in either layout) instead of output.shape[1], which is T for (B, T, V) logits"
-)
 def test_row_lm_returning_b_t_v_gets_no_labels_invalid():
     case = zoo.transformer_lm_case(n=32, length=12, width=16)
     report = _checkup(case)

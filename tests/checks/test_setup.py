@@ -135,6 +135,24 @@ def test_ignore_index_labels_are_valid(digits_std):
     assert findings == []
 
 
+@pytest.mark.parametrize("classes_first", [False, True], ids=["b_t_v", "b_v_t"])
+def test_per_position_labels_are_judged_against_the_vocabulary(classes_first):
+    """(B, T, V) or (B, V, T) scores against (B, T) tokens: C is V = 20, never T = 6."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 4, generator=generator)
+    y = torch.randint(0, 20, (8, 6), generator=generator)
+    y[0, 0] = 19  # valid for V = 20, out of range for T = 6
+    logits = torch.randn(8, 6, 20, generator=generator)
+    if classes_first:
+        logits = logits.transpose(1, 2)
+    task = task_for(None)
+    assert audit_data(x, y, task, logits)[0] == []
+    y[1, 1] = 20
+    findings, _ = audit_data(x, y, task, logits)
+    assert _codes(findings) == {"LABELS_INVALID"}
+    assert findings[0].evidence["classes"] == 20
+
+
 def test_soft_targets_must_be_distributions(digits_std):
     x, y = digits_std
     soft = nn.functional.one_hot(y, 10).float() * 0.9 + 0.01
