@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from babysit.checks.base import Check, Context, Found, fmt
 from babysit.checks.findings import Finding
 from babysit.checks.task import Task
+from babysit.data.batches import integer_inputs
 from babysit.probes.trace import Trace
 
 __all__ = ["CENTERING_RATIO_MAX", "SCALE_MAX", "SCALE_MIN", "audit_data", "input_statistics"]
@@ -201,6 +202,9 @@ def audit_data(
             )
         )
     findings += _label_findings(output, y, task)
+    if integer_inputs(x):
+        # Token ids and categories are indices: their mean and scale mean nothing.
+        return findings, {"integer_inputs": True, "dtype": str(x.dtype).removeprefix("torch.")}
 
     features = trace.first_weight_input if trace is not None else None
     if features is None or features.shape[0] < 2:
@@ -305,6 +309,8 @@ class DataAudit(Check):
 
     def describe(self, measurements: dict[str, Any]) -> str | None:
         d = measurements.get("data")
+        if d and d.get("integer_inputs"):
+            return f"{d.get('dtype', 'integer')} inputs (indices): not judged for centring or scale"
         if not d or "offset_ratio" not in d:
             return None
         return (

@@ -128,21 +128,12 @@ def test_row_causal_lm_exact_accuracy_is_out_of_reach_on_shared_prefixes():
     assert achievable_accuracy(ids, targets, causal=True) < 1.0
 
 
-@_missing(
-    "doctor.py to skip the Standardize of flagged inputs when babysit.data.batches."
-    "integer_inputs(inputs) is True; today float ids crash nn.Embedding (CHECK_FAILED x2)"
-)
 def test_row_token_ids_are_never_standardized():
     case = zoo.transformer_lm_case(n=32, classes_first=True, length=12, width=16)
     report = _checkup(case)
     assert "CHECK_FAILED" not in _codes(report)
 
 
-@_missing(
-    "audit_data (checks/setup.py) to judge babysit.data.batches.main_input(inputs), and to "
-    "skip centring/scale for integer inputs, instead of trace.first_weight_input (a "
-    "LayerNorm output, lm_head's input, the LSTM state)"
-)
 @pytest.mark.parametrize(
     "build",
     [

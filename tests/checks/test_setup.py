@@ -422,3 +422,36 @@ def test_units_zeroed_by_an_overflow_are_not_called_dead(hidden):
     findings, _ = _init(model, x, y)
     assert [(f.code, f.severity, f.layer) for f in findings] == [("INIT_EXPLODING", "error", "0")]
 
+
+# --- integer inputs (token ids) -----------------------------------------------------------
+
+
+def _token_batch(n=64, length=8, vocab=50):
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (n, length), generator=generator)
+    model = nn.Sequential(nn.Embedding(vocab, 16), nn.Flatten(), nn.Linear(16 * length, 3))
+    return model, ids, torch.randint(0, 3, (n,), generator=generator)
+
+
+def test_token_ids_are_never_judged_for_centring_or_scale():
+    """Ids 0..49 have mean ~25 and std ~14: as numbers they would be flagged twice."""
+    model, ids, y = _token_batch()
+    assert input_statistics(ids.float())["offset_ratio"] > CENTERING_RATIO_MAX
+    t = trace(model, ids)
+    findings, stats = audit_data(ids, y, task_for(None), t.output, t)
+    assert findings == [] and stats["integer_inputs"] is True
+
+
+def test_flagged_token_ids_are_not_standardized_for_the_model_audits():
+    from babysit.checks.base import Context
+    from babysit.checks.findings import Finding
+    from babysit.doctor import Budget
+
+    model, ids, y = _token_batch()
+    t = trace(model, ids)
+    context = Context(
+        model, task_for(None), ids, y, ids, y, torch.arange(64), (ids, y), t, Budget()
+    )
+    context.findings.append(Finding("DATA_NOT_CENTERED", "warning", "m", "f"))
+    batch, note = context.audit_inputs()
+    assert note == "" and batch.dtype == torch.int64 and torch.equal(batch, context.batch)
