@@ -48,6 +48,41 @@ def test_an_oversized_last_layer_is_a_mismatch(digits_std):
     assert "ln(10) = 2.303" in findings[0].message
 
 
+class _TokenScorer(nn.Module):
+    """(B, T) ids -> (B, T, V) scores, or (B, V, T) with `classes_first`."""
+
+    def __init__(self, vocab, classes_first):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(vocab, 16), nn.Linear(16, vocab)
+        self.classes_first = classes_first
+
+    def forward(self, ids):
+        scores = self.head(self.embed(ids))
+        return scores.transpose(1, 2) if self.classes_first else scores
+
+
+@pytest.mark.parametrize("classes_first", [False, True], ids=["b_t_v", "b_v_t"])
+def test_per_position_scores_start_at_ln_v_per_position(classes_first):
+    """V = 50 tokens over T = 6 positions: the reference is ln(50), never ln(6)."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (64, 6))
+    targets = torch.randint(0, 50, (64, 6))
+    model = _TokenScorer(50, classes_first)
+    with torch.no_grad():
+        model.head.weight.mul_(0.01)
+    findings, m = check_initial_loss(model, ids, targets, CE)
+    assert findings == [] and m["classes"] == 50
+    assert m["expected"] == pytest.approx(math.log(50))
+    logits = model(ids).detach()
+    spread = logits.std(dim=1 if classes_first else 2).mean()
+    assert m["logit_std"] == pytest.approx(float(spread), rel=1e-5)
+    with torch.no_grad():
+        model.head.weight.mul_(3000)
+    findings, m = check_initial_loss(model, ids, targets, CE)
+    assert [f.code for f in findings] == ["INIT_LOSS_MISMATCH"]
+    assert "ln(50) = 3.912 for 50 classes per position" in findings[0].message
+
+
 def test_bce_starts_at_ln_2(digits_std):
     x, y = digits_std
     keep = y < 2
