@@ -109,11 +109,6 @@ def test_row_lm_b_t_v_default_loss_is_per_position_cross_entropy():
 
 
 @pytest.mark.slow
-@_missing(
-    "check_overfit (checks/sanity.py) to judge per-position tasks on the loss alone "
-    "(Task.accuracy_required(output, y) is False for them) and to print the unrounded "
-    "accuracy; today it demands 100% token accuracy, out of reach when sequences share a prefix"
-)
 def test_row_causal_lm_b_v_t_is_not_called_unable_to_overfit():
     case = zoo.transformer_lm_case(n=256, classes_first=True, length=16, width=16)
     report = _checkup(case, FIT)
@@ -287,10 +282,7 @@ HEALTHY = [
     pytest.param(
         lambda: zoo.gru_lm_case(n=128, length=12),
         id="gru_lm",
-        marks=[
-            pytest.mark.slow,
-            _missing("the causal LM overfit row (judged on the loss, per position)"),
-        ],
+        marks=pytest.mark.slow,
     ),
     pytest.param(lambda: zoo.segmentation_case(), id="segmentation"),
     pytest.param(lambda: zoo.regression_case(), id="regression"),

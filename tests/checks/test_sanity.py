@@ -11,8 +11,9 @@ from babysit.checks.sanity import (
     OVERFIT_EXAMPLES,
     check_overfit,
     check_regularization,
+    percent,
 )
-from babysit.checks.task import task_for
+from babysit.checks.task import achievable_accuracy, task_for
 from babysit.nn import mlp
 from tests.zoo.resnet import resnet18
 
@@ -167,6 +168,53 @@ def test_overfit_does_not_touch_the_model(digits_std):
     check_overfit(model, x, y, CE, steps=30)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert model[3].p == 0.5  # dropout switched off on the copy only
+
+
+def _shared_first_token(n=20, length=4, vocab=100):
+    """n sequences of distinct tokens, except that sequences 0 and 1 start with the same
+    token and continue differently: a model that reads one token at a time cannot get
+    position 0 of both right, so 100% token accuracy is out of reach (79 of 80)."""
+    ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))[: n * length]
+    ids = ids.view(n, length).clone()
+    ids[1, 0] = ids[0, 0]
+    targets = torch.roll(ids, -1, dims=1)
+    return ids, targets
+
+
+def test_per_position_overfit_is_judged_on_the_loss():
+    ids, targets = _shared_first_token()
+    assert achievable_accuracy(ids, targets, causal=True) == pytest.approx(79 / 80)
+    torch.manual_seed(0)
+    model = _TokenScorer(100, classes_first=False)
+    findings, m = check_overfit(model, ids, targets, CE, steps=300)
+    assert findings == [] and m["reached"] and m["accuracy_required"] is False
+    assert m["final_accuracy"] < 1.0 and m["final_loss"] < 0.1 * m["initial_loss"]
+
+
+def test_per_example_overfit_still_needs_every_example_right(digits_std):
+    x, y = digits_std
+    x, y = x[:OVERFIT_EXAMPLES], y[:OVERFIT_EXAMPLES].clone()
+    x[1] = x[0]
+    y[1] = (y[0] + 1) % 10  # one input, two labels: 95% at best
+    findings, m = check_overfit(_model(), x, y, CE, steps=100)
+    assert [f.code for f in findings] == ["CANNOT_OVERFIT"] and m["accuracy_required"]
+    assert "training accuracy 95%" in findings[0].message
+    assert "needs 100% and <" in findings[0].message
+
+
+@pytest.mark.parametrize(
+    ("fraction", "text"),
+    [
+        (0.995, "99.5%"),
+        (0.9999, "99.99%"),
+        (1.0, "100%"),
+        (0.64, "64%"),
+        (0.0, "0%"),
+        (0.001, "0.1%"),
+    ],
+)
+def test_accuracy_is_printed_unrounded_at_the_ends(fraction, text):
+    assert percent(fraction) == text
 
 
 # --- learnable labels ---------------------------------------------------------------------
