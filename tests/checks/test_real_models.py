@@ -313,11 +313,6 @@ BUGS = [
     pytest.param(
         lambda: zoo.transformer_lm_case(bug=True, n=32, length=12, width=16, classes_first=True),
         id="causal_lm-softmax",
-        marks=_missing(
-            "_output_activation (checks/setup.py) to test 'sums to 1' along Task's class "
-            "dimension for per-position outputs (today only 2-D outputs, and a functional "
-            "softmax has no module for the trace to see)"
-        ),
     ),
     pytest.param(lambda: zoo.lstm_case(bug=True, n=64), id="lstm-detached"),
     pytest.param(lambda: zoo.gru_lm_case(bug=True, n=64, length=12), id="gru_lm-lr-10"),

@@ -455,3 +455,29 @@ def test_flagged_token_ids_are_not_standardized_for_the_model_audits():
     context.findings.append(Finding("DATA_NOT_CENTERED", "warning", "m", "f"))
     batch, note = context.audit_inputs()
     assert note == "" and batch.dtype == torch.int64 and torch.equal(batch, context.batch)
+
+
+class _SoftmaxedTokens(nn.Module):
+    """(B, T) ids -> per-position scores, softmaxed with torch.softmax (no module to see)."""
+
+    def __init__(self, classes_first, softmax=True, vocab=20):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(vocab, 8), nn.Linear(8, vocab)
+        self.classes_first, self.softmax = classes_first, softmax
+
+    def forward(self, ids):
+        scores = self.head(self.embed(ids))
+        scores = scores.softmax(dim=-1) if self.softmax else scores
+        return scores.transpose(1, 2) if self.classes_first else scores
+
+
+@pytest.mark.parametrize("classes_first", [False, True], ids=["b_t_v", "b_v_t"])
+def test_per_position_probabilities_are_an_output_activation(classes_first):
+    torch.manual_seed(0)
+    ids, targets = torch.randint(0, 20, (16, 6)), torch.randint(0, 20, (16, 6))
+    for softmax in (False, True):
+        model = _SoftmaxedTokens(classes_first, softmax)
+        t = trace(model, ids)
+        findings = audit_architecture(t, task_for(None), t.output, targets)
+        assert _codes(findings) == ({"OUTPUT_ACTIVATION"} if softmax else set())
+    assert "every position is >= 0 and sums to 1 over the 20 classes" in findings[0].message
