@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from babysit.checks.base import Check, Context, Found, fmt
 from babysit.checks.findings import Finding
 from babysit.checks.task import Task
-from babysit.data.batches import integer_inputs
+from babysit.data.batches import integer_inputs, main_input
 from babysit.probes.trace import Trace
 
 __all__ = ["CENTERING_RATIO_MAX", "SCALE_MAX", "SCALE_MIN", "audit_data", "input_statistics"]
@@ -206,12 +206,23 @@ def audit_data(
         # Token ids and categories are indices: their mean and scale mean nothing.
         return findings, {"integer_inputs": True, "dtype": str(x.dtype).removeprefix("torch.")}
 
+    # The data, as the first weight layer reads it when that layer reads the data (the same
+    # values per example, maybe reshaped or normalized by the model itself); never an
+    # internal feature of another size (a LayerNorm output deep inside, an LSTM's state).
+    data = main_input(x)
     features = trace.first_weight_input if trace is not None else None
-    if features is None or features.shape[0] < 2:
-        features = x[finite_rows] if finite_rows is not None else x.float()
+    reads_data = (
+        features is not None
+        and features.shape[0] >= 2
+        and features.dim() >= 1
+        and features[0].numel() == data[0].numel()
+    )
+    if not reads_data:
+        features = data[finite_rows] if finite_rows is not None else data.float()
     features = features.float()
     stats = input_statistics(features) if len(features) > 1 else {}
-    stats["seen_by"] = trace.weight_calls()[0].name if trace and trace.weight_calls() else None
+    first = trace.weight_calls() if trace is not None else []
+    stats["seen_by"] = first[0].name if reads_data and first else None
     if not stats or not features.is_floating_point():
         return findings, stats
 

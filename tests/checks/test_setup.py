@@ -481,3 +481,30 @@ def test_per_position_probabilities_are_an_output_activation(classes_first):
         findings = audit_architecture(t, task_for(None), t.output, targets)
         assert _codes(findings) == ({"OUTPUT_ACTIVATION"} if softmax else set())
     assert "every position is >= 0 and sums to 1 over the 20 classes" in findings[0].message
+
+
+class _SequenceClassifier(nn.Module):
+    """(N, T, F) float features -> LSTM -> a Linear on the last state: the first weight
+    layer the trace sees reads the LSTM's state, an internal feature, not the data."""
+
+    def __init__(self, features=4, hidden=32):
+        super().__init__()
+        self.lstm, self.fc = nn.LSTM(features, hidden, batch_first=True), nn.Linear(hidden, 3)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0][:, -1])
+
+
+def test_the_audit_judges_the_data_not_an_internal_feature():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(128, 10, 4, generator=g), torch.randint(0, 3, (128,), generator=g)
+    torch.manual_seed(0)
+    model = _SequenceClassifier()
+    t = trace(model, x)
+    assert t.first_weight_input[0].numel() != x[0].numel()  # the LSTM state (32,)
+    findings, stats = audit_data(x, y, task_for(None), t.output, t)
+    assert findings == [] and stats["seen_by"] is None
+    assert stats["features"] == 40 and stats["std_rms"] == pytest.approx(1.0, abs=0.1)
+    # The same audit on raw data: judged, and flagged, on the data itself.
+    findings, stats = audit_data(x * 20 + 50, y, task_for(None), t.output, t)
+    assert _codes(findings) == {"DATA_NOT_CENTERED", "DATA_NOT_SCALED"}
