@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from babysit.checks.base import Check, Context, Found
 from babysit.checks.findings import Finding
-from babysit.checks.task import Task
+from babysit.checks.task import Task, class_dim
 from babysit.nn.layers import DROPOUT, LINEAR_PASS_THROUGH, NORMALIZATION, PLUMBING
 from babysit.probes.trace import Trace
 
@@ -37,12 +37,16 @@ def group_names(findings_by_layer: Sequence[str]) -> str:
     return ", ".join(names) if len(names) <= 4 else f"{names[0]} .. {names[-1]} ({len(names)})"
 
 
-def audit_architecture(trace: Trace, task: Task, output: Tensor) -> list[Finding]:
+def audit_architecture(
+    trace: Trace, task: Task, output: Tensor, y: Tensor | None = None
+) -> list[Finding]:
     """SIGMOID_HIDDEN, OUTPUT_ACTIVATION, NO_NONLINEARITY and NO_NORMALIZATION, read off the
-    forward trace (so they hold for any model whose layers are modules) and off the outputs."""
+    forward trace (so they hold for any model whose layers are modules) and off the outputs.
+    With the targets `y`, the outputs' class dimension is the task's (per-position scores
+    (B, V, T) or (B, T, V) against (B, T) tokens), else dimension 1."""
     findings: list[Finding] = []
     findings += _hidden_sigmoids(trace)
-    findings += _output_activation(trace, task, output)
+    findings += _output_activation(trace, task, output, y)
     findings += _linear_stacks(trace)
     weights = {c.name for c in trace.weight_calls()}
     has_norm = any(isinstance(c.module, NORMALIZATION) for c in trace.calls)
@@ -107,10 +111,15 @@ def _hidden_sigmoids(trace: Trace) -> list[Finding]:
     ]
 
 
-def _output_activation(trace: Trace, task: Task, output: Tensor) -> list[Finding]:
+def _output_activation(
+    trace: Trace, task: Task, output: Tensor, y: Tensor | None = None
+) -> list[Finding]:
     out = trace.output_call(_PLUMBING)
     name = out.name if out is not None else None
-    width = output.shape[1] if output.dim() > 1 else 1
+    dim = class_dim(output, y) if y is not None and task.class_labels else None
+    per_position = dim is not None and output.dim() > 2
+    dim = dim if dim is not None else 1
+    width = output.shape[dim] if output.dim() > 1 else 1
     if isinstance(getattr(out, "module", None), nn.Softmax) and width == 1:
         return [
             Finding(
@@ -155,8 +164,8 @@ def _output_activation(trace: Trace, task: Task, output: Tensor) -> list[Finding
                     name,
                 )
             ]
-        if task.kind == "cross_entropy" and width > 1 and output.dim() == 2:
-            sums = output.sum(dim=1)
+        if task.kind == "cross_entropy" and width > 1 and (output.dim() == 2 or per_position):
+            sums = output.sum(dim=dim)
             if bool((output >= 0).all()) and bool(
                 torch.allclose(sums, torch.ones_like(sums), atol=1e-4)
             ):
@@ -164,9 +173,10 @@ def _output_activation(trace: Trace, task: Task, output: Tensor) -> list[Finding
                     Finding(
                         "OUTPUT_ACTIVATION",
                         "warning",
-                        f"the model's outputs are probabilities (every row is >= 0 and sums "
-                        f"to 1): softmax is applied in forward before {task.name}, which "
-                        f"applies it again",
+                        f"the model's outputs are probabilities (every "
+                        f"{'position' if per_position else 'row'} is >= 0 and sums to 1 over "
+                        f"the {width} classes): softmax is applied in forward before "
+                        f"{task.name}, which applies it again",
                         "return the raw scores from forward and let the loss apply softmax",
                         {"row_sum": float(sums.mean())},
                         name,
@@ -174,10 +184,10 @@ def _output_activation(trace: Trace, task: Task, output: Tensor) -> list[Finding
                 ]
         return []
     if task.kind == "nll" and output.dim() >= 2 and width > 1:
-        total = output.exp().sum(dim=1)
+        total = output.exp().sum(dim=dim)
         if not bool(torch.allclose(total, torch.ones_like(total), atol=1e-3)):
             softmaxed = isinstance(module, nn.Softmax) or bool(
-                (output >= 0).all() and torch.allclose(output.sum(1), torch.ones_like(total))
+                (output >= 0).all() and torch.allclose(output.sum(dim), torch.ones_like(total))
             )
             what = "probabilities, not log-probabilities" if softmaxed else "raw scores"
             return [
@@ -256,7 +266,8 @@ class ArchitectureAudit(Check):
             "weight_layers": list(dict.fromkeys(c.name for c in trace.weight_calls())),
             "output_shape": list(output.shape[1:]),
         }
-        found = audit_architecture(trace, context.task, output) + frozen_parameters(context.model)
+        found = audit_architecture(trace, context.task, output, context.batch_y)
+        found += frozen_parameters(context.model)
         return found, structure
 
     needs = "weight_layers"

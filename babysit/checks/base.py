@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 
 from babysit.checks.findings import CODES, Finding, Severity
 from babysit.checks.task import Task
+from babysit.data.batches import integer_inputs
 from babysit.errors import UsageError
 from babysit.probes.trace import Trace
 
@@ -138,7 +139,8 @@ class Context:
         finding, not five; the data's measurement records which."""
         if self._audit_inputs is None:
             batch, note = self.batch, ""
-            if self.raised("DATA_NOT_CENTERED", "DATA_NOT_SCALED", severity="warning"):
+            flagged = self.raised("DATA_NOT_CENTERED", "DATA_NOT_SCALED", severity="warning")
+            if flagged and not integer_inputs(batch):  # ids are indices: never standardized
                 from babysit.data.preprocess import Standardize
 
                 fitted = Standardize().fit(self.x.cpu())

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from babysit.checks.base import Check, Context, Found, fmt
 from babysit.checks.findings import Finding
 from babysit.checks.task import Task
+from babysit.data.batches import integer_inputs, main_input
 from babysit.probes.trace import Trace
 
 __all__ = ["CENTERING_RATIO_MAX", "SCALE_MAX", "SCALE_MIN", "audit_data", "input_statistics"]
@@ -64,7 +65,10 @@ def _label_findings(output: Tensor, y: Tensor, task: Task) -> list[Finding]:
     if task.class_labels and not soft:
         if output.dim() > 1 and output.dim() != y.dim() + 1:
             return []  # e.g. (N, 1, C) scores for (N,) labels: the shapes, not the labels
-        classes = output.shape[1] if output.dim() > 1 else 1
+        # The vocabulary for per-position scores, in either layout ((B, T, V) too).
+        classes = task.classes(output, y) if not y.is_floating_point() else None
+        if classes is None:
+            classes = output.shape[1] if output.dim() > 1 else 1
         if y.is_floating_point():
             integral = torch.isfinite(y) & (y == y.round())
             if not bool(integral.all()):
@@ -198,13 +202,27 @@ def audit_data(
             )
         )
     findings += _label_findings(output, y, task)
+    if integer_inputs(x):
+        # Token ids and categories are indices: their mean and scale mean nothing.
+        return findings, {"integer_inputs": True, "dtype": str(x.dtype).removeprefix("torch.")}
 
+    # The data, as the first weight layer reads it when that layer reads the data (the same
+    # values per example, maybe reshaped or normalized by the model itself); never an
+    # internal feature of another size (a LayerNorm output deep inside, an LSTM's state).
+    data = main_input(x)
     features = trace.first_weight_input if trace is not None else None
-    if features is None or features.shape[0] < 2:
-        features = x[finite_rows] if finite_rows is not None else x.float()
+    reads_data = (
+        features is not None
+        and features.shape[0] >= 2
+        and features.dim() >= 1
+        and features[0].numel() == data[0].numel()
+    )
+    if not reads_data:
+        features = data[finite_rows] if finite_rows is not None else data.float()
     features = features.float()
     stats = input_statistics(features) if len(features) > 1 else {}
-    stats["seen_by"] = trace.weight_calls()[0].name if trace and trace.weight_calls() else None
+    first = trace.weight_calls() if trace is not None else []
+    stats["seen_by"] = first[0].name if reads_data and first else None
     if not stats or not features.is_floating_point():
         return findings, stats
 
@@ -302,6 +320,8 @@ class DataAudit(Check):
 
     def describe(self, measurements: dict[str, Any]) -> str | None:
         d = measurements.get("data")
+        if d and d.get("integer_inputs"):
+            return f"{d.get('dtype', 'integer')} inputs (indices): not judged for centring or scale"
         if not d or "offset_ratio" not in d:
             return None
         return (

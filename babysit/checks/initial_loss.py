@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from babysit.checks.base import Check, Context, Found, fmt
 from babysit.checks.findings import Finding
-from babysit.checks.task import Task
+from babysit.checks.task import Task, class_dim
 from babysit.probes import preserved
 
 __all__ = ["INIT_LOSS_RATIO_MAX", "OUTPUT_SCALE_MAX", "InitialLossCheck", "check_initial_loss"]
@@ -41,10 +41,11 @@ def check_initial_loss(
         model.train()
         output = model(x)
         loss = float(task.loss(output, y))
-        reference_output = task.uninformed_output(output)
-        expected = float(task.loss(reference_output, y)) if reference_output is not None else None
-    classes = output.shape[1] if output.dim() > 1 else 1
-    spread = float(output.float().std(dim=1).mean()) if output.dim() > 1 and classes > 1 else None
+        expected = task.expected_initial_loss(output, y)  # ln(V) per position too
+    dim = class_dim(output, y) if task.class_labels else None
+    dim = dim if dim is not None else 1
+    classes = output.shape[dim] if output.dim() > 1 else 1
+    spread = float(output.float().std(dim=dim).mean()) if output.dim() > 1 and classes > 1 else None
     measurement = {"loss": loss, "expected": expected, "classes": classes, "logit_std": spread}
     if task.kind == "regression" and y.is_floating_point():
         measurement["output_rms"] = float(output.float().square().mean().sqrt())
@@ -78,7 +79,8 @@ def check_initial_loss(
     if not (too_high or too_low):
         return [], measurement
     if task.kind == "cross_entropy" and not (y.is_floating_point()):
-        reference = f"ln({classes}) = {expected:.3f} for {classes} classes"
+        per = " per position" if task.per_position(output, y) else ""
+        reference = f"ln({classes}) = {expected:.3f} for {classes} classes{per}"
     elif task.kind in ("bce", "bce_logits"):
         reference = f"ln(2) = {expected:.3f} for BCE"
     else:

@@ -91,10 +91,6 @@ def test_row_gpt2_as_returned_checks_without_a_wrapper():
     assert "CHECK_FAILED" not in _codes(report)
 
 
-@_missing(
-    "checks/setup.py _label_findings to take C from Task.classes(output, y) (the vocabulary, "
-    "in either layout) instead of output.shape[1], which is T for (B, T, V) logits"
-)
 def test_row_lm_returning_b_t_v_gets_no_labels_invalid():
     case = zoo.transformer_lm_case(n=32, length=12, width=16)
     report = _checkup(case)
@@ -113,11 +109,6 @@ def test_row_lm_b_t_v_default_loss_is_per_position_cross_entropy():
 
 
 @pytest.mark.slow
-@_missing(
-    "check_overfit (checks/sanity.py) to judge per-position tasks on the loss alone "
-    "(Task.accuracy_required(output, y) is False for them) and to print the unrounded "
-    "accuracy; today it demands 100% token accuracy, out of reach when sequences share a prefix"
-)
 def test_row_causal_lm_b_v_t_is_not_called_unable_to_overfit():
     case = zoo.transformer_lm_case(n=256, classes_first=True, length=16, width=16)
     report = _checkup(case, FIT)
@@ -132,21 +123,12 @@ def test_row_causal_lm_exact_accuracy_is_out_of_reach_on_shared_prefixes():
     assert achievable_accuracy(ids, targets, causal=True) < 1.0
 
 
-@_missing(
-    "doctor.py to skip the Standardize of flagged inputs when babysit.data.batches."
-    "integer_inputs(inputs) is True; today float ids crash nn.Embedding (CHECK_FAILED x2)"
-)
 def test_row_token_ids_are_never_standardized():
     case = zoo.transformer_lm_case(n=32, classes_first=True, length=12, width=16)
     report = _checkup(case)
     assert "CHECK_FAILED" not in _codes(report)
 
 
-@_missing(
-    "audit_data (checks/setup.py) to judge babysit.data.batches.main_input(inputs), and to "
-    "skip centring/scale for integer inputs, instead of trace.first_weight_input (a "
-    "LayerNorm output, lm_head's input, the LSTM state)"
-)
 @pytest.mark.parametrize(
     "build",
     [
@@ -300,10 +282,7 @@ HEALTHY = [
     pytest.param(
         lambda: zoo.gru_lm_case(n=128, length=12),
         id="gru_lm",
-        marks=[
-            pytest.mark.slow,
-            _missing("the causal LM overfit row (judged on the loss, per position)"),
-        ],
+        marks=pytest.mark.slow,
     ),
     pytest.param(lambda: zoo.segmentation_case(), id="segmentation"),
     pytest.param(lambda: zoo.regression_case(), id="regression"),
@@ -334,11 +313,6 @@ BUGS = [
     pytest.param(
         lambda: zoo.transformer_lm_case(bug=True, n=32, length=12, width=16, classes_first=True),
         id="causal_lm-softmax",
-        marks=_missing(
-            "_output_activation (checks/setup.py) to test 'sums to 1' along Task's class "
-            "dimension for per-position outputs (today only 2-D outputs, and a functional "
-            "softmax has no module for the trace to see)"
-        ),
     ),
     pytest.param(lambda: zoo.lstm_case(bug=True, n=64), id="lstm-detached"),
     pytest.param(lambda: zoo.gru_lm_case(bug=True, n=64, length=12), id="gru_lm-lr-10"),

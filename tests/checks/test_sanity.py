@@ -11,8 +11,9 @@ from babysit.checks.sanity import (
     OVERFIT_EXAMPLES,
     check_overfit,
     check_regularization,
+    percent,
 )
-from babysit.checks.task import task_for
+from babysit.checks.task import achievable_accuracy, task_for
 from babysit.nn import mlp
 from tests.zoo.resnet import resnet18
 
@@ -46,6 +47,41 @@ def test_an_oversized_last_layer_is_a_mismatch(digits_std):
     assert [f.code for f in findings] == ["INIT_LOSS_MISMATCH"]
     assert m["ratio"] > INIT_LOSS_RATIO_MAX
     assert "ln(10) = 2.303" in findings[0].message
+
+
+class _TokenScorer(nn.Module):
+    """(B, T) ids -> (B, T, V) scores, or (B, V, T) with `classes_first`."""
+
+    def __init__(self, vocab, classes_first):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(vocab, 16), nn.Linear(16, vocab)
+        self.classes_first = classes_first
+
+    def forward(self, ids):
+        scores = self.head(self.embed(ids))
+        return scores.transpose(1, 2) if self.classes_first else scores
+
+
+@pytest.mark.parametrize("classes_first", [False, True], ids=["b_t_v", "b_v_t"])
+def test_per_position_scores_start_at_ln_v_per_position(classes_first):
+    """V = 50 tokens over T = 6 positions: the reference is ln(50), never ln(6)."""
+    torch.manual_seed(0)
+    ids = torch.randint(0, 50, (64, 6))
+    targets = torch.randint(0, 50, (64, 6))
+    model = _TokenScorer(50, classes_first)
+    with torch.no_grad():
+        model.head.weight.mul_(0.01)
+    findings, m = check_initial_loss(model, ids, targets, CE)
+    assert findings == [] and m["classes"] == 50
+    assert m["expected"] == pytest.approx(math.log(50))
+    logits = model(ids).detach()
+    spread = logits.std(dim=1 if classes_first else 2).mean()
+    assert m["logit_std"] == pytest.approx(float(spread), rel=1e-5)
+    with torch.no_grad():
+        model.head.weight.mul_(3000)
+    findings, m = check_initial_loss(model, ids, targets, CE)
+    assert [f.code for f in findings] == ["INIT_LOSS_MISMATCH"]
+    assert "ln(50) = 3.912 for 50 classes per position" in findings[0].message
 
 
 def test_bce_starts_at_ln_2(digits_std):
@@ -132,6 +168,53 @@ def test_overfit_does_not_touch_the_model(digits_std):
     check_overfit(model, x, y, CE, steps=30)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert model[3].p == 0.5  # dropout switched off on the copy only
+
+
+def _shared_first_token(n=20, length=4, vocab=100):
+    """n sequences of distinct tokens, except that sequences 0 and 1 start with the same
+    token and continue differently: a model that reads one token at a time cannot get
+    position 0 of both right, so 100% token accuracy is out of reach (79 of 80)."""
+    ids = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))[: n * length]
+    ids = ids.view(n, length).clone()
+    ids[1, 0] = ids[0, 0]
+    targets = torch.roll(ids, -1, dims=1)
+    return ids, targets
+
+
+def test_per_position_overfit_is_judged_on_the_loss():
+    ids, targets = _shared_first_token()
+    assert achievable_accuracy(ids, targets, causal=True) == pytest.approx(79 / 80)
+    torch.manual_seed(0)
+    model = _TokenScorer(100, classes_first=False)
+    findings, m = check_overfit(model, ids, targets, CE, steps=300)
+    assert findings == [] and m["reached"] and m["accuracy_required"] is False
+    assert m["final_accuracy"] < 1.0 and m["final_loss"] < 0.1 * m["initial_loss"]
+
+
+def test_per_example_overfit_still_needs_every_example_right(digits_std):
+    x, y = digits_std
+    x, y = x[:OVERFIT_EXAMPLES], y[:OVERFIT_EXAMPLES].clone()
+    x[1] = x[0]
+    y[1] = (y[0] + 1) % 10  # one input, two labels: 95% at best
+    findings, m = check_overfit(_model(), x, y, CE, steps=100)
+    assert [f.code for f in findings] == ["CANNOT_OVERFIT"] and m["accuracy_required"]
+    assert "training accuracy 95%" in findings[0].message
+    assert "needs 100% and <" in findings[0].message
+
+
+@pytest.mark.parametrize(
+    ("fraction", "text"),
+    [
+        (0.995, "99.5%"),
+        (0.9999, "99.99%"),
+        (1.0, "100%"),
+        (0.64, "64%"),
+        (0.0, "0%"),
+        (0.001, "0.1%"),
+    ],
+)
+def test_accuracy_is_printed_unrounded_at_the_ends(fraction, text):
+    assert percent(fraction) == text
 
 
 # --- learnable labels ---------------------------------------------------------------------

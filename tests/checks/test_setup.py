@@ -135,6 +135,24 @@ def test_ignore_index_labels_are_valid(digits_std):
     assert findings == []
 
 
+@pytest.mark.parametrize("classes_first", [False, True], ids=["b_t_v", "b_v_t"])
+def test_per_position_labels_are_judged_against_the_vocabulary(classes_first):
+    """(B, T, V) or (B, V, T) scores against (B, T) tokens: C is V = 20, never T = 6."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 4, generator=generator)
+    y = torch.randint(0, 20, (8, 6), generator=generator)
+    y[0, 0] = 19  # valid for V = 20, out of range for T = 6
+    logits = torch.randn(8, 6, 20, generator=generator)
+    if classes_first:
+        logits = logits.transpose(1, 2)
+    task = task_for(None)
+    assert audit_data(x, y, task, logits)[0] == []
+    y[1, 1] = 20
+    findings, _ = audit_data(x, y, task, logits)
+    assert _codes(findings) == {"LABELS_INVALID"}
+    assert findings[0].evidence["classes"] == 20
+
+
 def test_soft_targets_must_be_distributions(digits_std):
     x, y = digits_std
     soft = nn.functional.one_hot(y, 10).float() * 0.9 + 0.01
@@ -404,3 +422,89 @@ def test_units_zeroed_by_an_overflow_are_not_called_dead(hidden):
     findings, _ = _init(model, x, y)
     assert [(f.code, f.severity, f.layer) for f in findings] == [("INIT_EXPLODING", "error", "0")]
 
+
+# --- integer inputs (token ids) -----------------------------------------------------------
+
+
+def _token_batch(n=64, length=8, vocab=50):
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (n, length), generator=generator)
+    model = nn.Sequential(nn.Embedding(vocab, 16), nn.Flatten(), nn.Linear(16 * length, 3))
+    return model, ids, torch.randint(0, 3, (n,), generator=generator)
+
+
+def test_token_ids_are_never_judged_for_centring_or_scale():
+    """Ids 0..49 have mean ~25 and std ~14: as numbers they would be flagged twice."""
+    model, ids, y = _token_batch()
+    assert input_statistics(ids.float())["offset_ratio"] > CENTERING_RATIO_MAX
+    t = trace(model, ids)
+    findings, stats = audit_data(ids, y, task_for(None), t.output, t)
+    assert findings == [] and stats["integer_inputs"] is True
+
+
+def test_flagged_token_ids_are_not_standardized_for_the_model_audits():
+    from babysit.checks.base import Context
+    from babysit.checks.findings import Finding
+    from babysit.doctor import Budget
+
+    model, ids, y = _token_batch()
+    t = trace(model, ids)
+    context = Context(
+        model, task_for(None), ids, y, ids, y, torch.arange(64), (ids, y), t, Budget()
+    )
+    context.findings.append(Finding("DATA_NOT_CENTERED", "warning", "m", "f"))
+    batch, note = context.audit_inputs()
+    assert note == "" and batch.dtype == torch.int64 and torch.equal(batch, context.batch)
+
+
+class _SoftmaxedTokens(nn.Module):
+    """(B, T) ids -> per-position scores, softmaxed with torch.softmax (no module to see)."""
+
+    def __init__(self, classes_first, softmax=True, vocab=20):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(vocab, 8), nn.Linear(8, vocab)
+        self.classes_first, self.softmax = classes_first, softmax
+
+    def forward(self, ids):
+        scores = self.head(self.embed(ids))
+        scores = scores.softmax(dim=-1) if self.softmax else scores
+        return scores.transpose(1, 2) if self.classes_first else scores
+
+
+@pytest.mark.parametrize("classes_first", [False, True], ids=["b_t_v", "b_v_t"])
+def test_per_position_probabilities_are_an_output_activation(classes_first):
+    torch.manual_seed(0)
+    ids, targets = torch.randint(0, 20, (16, 6)), torch.randint(0, 20, (16, 6))
+    for softmax in (False, True):
+        model = _SoftmaxedTokens(classes_first, softmax)
+        t = trace(model, ids)
+        findings = audit_architecture(t, task_for(None), t.output, targets)
+        assert _codes(findings) == ({"OUTPUT_ACTIVATION"} if softmax else set())
+    assert "every position is >= 0 and sums to 1 over the 20 classes" in findings[0].message
+
+
+class _SequenceClassifier(nn.Module):
+    """(N, T, F) float features -> LSTM -> a Linear on the last state: the first weight
+    layer the trace sees reads the LSTM's state, an internal feature, not the data."""
+
+    def __init__(self, features=4, hidden=32):
+        super().__init__()
+        self.lstm, self.fc = nn.LSTM(features, hidden, batch_first=True), nn.Linear(hidden, 3)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0][:, -1])
+
+
+def test_the_audit_judges_the_data_not_an_internal_feature():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(128, 10, 4, generator=g), torch.randint(0, 3, (128,), generator=g)
+    torch.manual_seed(0)
+    model = _SequenceClassifier()
+    t = trace(model, x)
+    assert t.first_weight_input[0].numel() != x[0].numel()  # the LSTM state (32,)
+    findings, stats = audit_data(x, y, task_for(None), t.output, t)
+    assert findings == [] and stats["seen_by"] is None
+    assert stats["features"] == 40 and stats["std_rms"] == pytest.approx(1.0, abs=0.1)
+    # The same audit on raw data: judged, and flagged, on the data itself.
+    findings, stats = audit_data(x * 20 + 50, y, task_for(None), t.output, t)
+    assert _codes(findings) == {"DATA_NOT_CENTERED", "DATA_NOT_SCALED"}
