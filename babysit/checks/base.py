@@ -9,6 +9,7 @@ the data, the task, the forward trace, the budget and what earlier checks found.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -153,7 +154,7 @@ class Context:
         return self._audit_inputs
 
 
-class Check:
+class Check(ABC):
     """One check. Subclasses set the class attributes and write `run`; `skip` and `describe`
     have defaults. `key` names its measurement (report.json's `measurements[key]`) and is
     recorded as each finding's `check`; `row` is the key of the "what was checked" row that
@@ -174,6 +175,8 @@ class Check:
         unknown = [code for code in cls.codes if code not in CODES]
         if unknown:
             raise TypeError(f"{cls.__name__} raises {unknown}: add them to CODES first")
+        if cls.needs is not None and cls.reads is Check.reads:
+            raise TypeError(f"{cls.__name__} has a row (needs={cls.needs!r}): define reads")
 
     @property
     def row_key(self) -> str:
@@ -183,9 +186,9 @@ class Check:
         """Why this check steps aside on this context (None: it runs)."""
         return None
 
+    @abstractmethod
     def run(self, context: Context) -> Found:
         """The findings and the measurement (None: nothing to record)."""
-        raise NotImplementedError
 
     def describe(self, measurements: dict[str, Any]) -> str | None:
         """What was measured against what is expected, for the report's row (None: no row,
@@ -196,8 +199,9 @@ class Check:
         return self.reads(measurement)
 
     def reads(self, measurement: dict[str, Any]) -> str:
-        """The row's text for a measurement that has `needs`."""
-        raise NotImplementedError
+        """The row's text for a measurement that has `needs`; a check that sets `needs`
+        must define it (checked when the class is made), so this is never reached."""
+        raise TypeError(f"{type(self).__name__} sets needs but not reads")
 
 
 def fmt(value: Any, spec: str = ".3g") -> str:

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from babysit.train import Callback, History, LossAbort, TrainState, fit
+from babysit.train import Callback, EvaluateEvery, History, LossAbort, fit
 
 __all__ = [
     "ERROR_SAMPLE",
     "ErrorLog",
-    "FixedBatchLog",
     "Run",
     "error_curves",
     "train_run",
@@ -33,34 +32,11 @@ __all__ = [
 ERROR_SAMPLE = 512
 
 
-class FixedBatchLog(Callback):
-    """Every `every` steps, and before the first, `record(state, *data)` on a fixed batch
-    `data` moved to the training device, without gradients; the steps logged are `steps`.
-    A subclass says what it records; the schedule is this one."""
-
-    def __init__(self, data: tuple[Tensor, ...], every: int):
-        self.data = data
-        self.every = every
-        self.steps: list[int] = []
-
-    def on_train_begin(self, state: TrainState) -> None:
-        self._data = tuple(t.to(state.device) for t in self.data)
-        self._log(state)
-
-    def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
-        if state.step % self.every == 0:
-            self._log(state)
-
-    @torch.no_grad()
-    def _log(self, state: TrainState) -> None:
-        self.steps.append(state.step)
-        self.record(state, *self._data)
-
-    def record(self, state: TrainState, *data: Tensor) -> None:
-        raise NotImplementedError
+def _error(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    return float((model(x).argmax(dim=1) != y).float().mean())
 
 
-class ErrorLog(FixedBatchLog):
+class ErrorLog(EvaluateEvery):
     """Every `every` steps (and before the first), the classification error of the model on
     `(x, y)` in eval mode; optionally stops training once it is <= `target`."""
 
@@ -71,23 +47,22 @@ class ErrorLog(FixedBatchLog):
         target: float | None = None,
         stop_at_target: bool = True,
     ):
-        super().__init__(data, every)
+        stop = None
+        if target is not None and stop_at_target:
+            stop = lambda error: error <= target and f"reached error {error:.3g} <= {target:g}"  # noqa: E731
+        super().__init__(_error, data, every=every, mode="eval", stop_when=stop)
         self.target = target
-        self.stop_at_target = stop_at_target
-        self.errors: list[float] = []
-        self.reached: int | None = None
 
-    def record(self, state: TrainState, x: Tensor, y: Tensor) -> None:
-        model = state.model
-        was_training = model.training
-        model.eval()
-        error = float((model(x).argmax(dim=1) != y).float().mean())
-        model.train(was_training)
-        self.errors.append(error)
-        if self.target is not None and self.reached is None and error <= self.target:
-            self.reached = state.step
-            if self.stop_at_target:
-                state.stop(f"reached error {error:.3g} <= {self.target:g}")
+    @property
+    def errors(self) -> list[float]:
+        return self.values
+
+    @property
+    def reached(self) -> int | None:
+        """The first step at which the error was <= target (None: never, or no target)."""
+        if self.target is None:
+            return None
+        return next((e.step for e in self.evaluations if e.value <= self.target), None)
 
 
 @dataclass

@@ -79,6 +79,22 @@ def test_a_check_declaring_an_unknown_code_is_refused_when_defined():
             codes = {"NOT_A_CODE": "error"}
 
 
+def test_a_check_with_a_row_but_no_reads_or_no_run_is_refused():
+    with pytest.raises(TypeError, match="define reads"):
+
+        class NoReads(Check):
+            name, key, needs = "no reads", "no_reads", "value"
+
+            def run(self, context):
+                return [], {}
+
+    class NoRun(Check):
+        name, key = "no run", "no_run"
+
+    with pytest.raises(TypeError, match="abstract"):
+        NoRun()
+
+
 def test_the_registry_has_unique_names_and_keys_and_only_known_codes():
     assert len({c.name for c in CHECKUP}) == len({c.key for c in CHECKUP}) == len(CHECKUP)
     declared = {code for c in CHECKUP for code in c.codes}

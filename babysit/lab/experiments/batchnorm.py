@@ -20,10 +20,10 @@ from torch import Tensor
 
 from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
 from babysit.lab.drawing import grid, labelled, new_figure, ragged_band
-from babysit.lab.measure import FixedBatchLog, Run, train_run
+from babysit.lab.measure import Run, train_run
 from babysit.nn import mlp
-from babysit.probes import Hooks, preserved
-from babysit.train import TrainState
+from babysit.probes import Hooks
+from babysit.train import EvaluateEvery
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -62,26 +62,24 @@ PERCENTILES = (0.15, 0.5, 0.85)  # the paper's 15th, 50th and 85th
 NETS = (("plain", False), ("bn", True))
 
 
-class InputPercentiles(FixedBatchLog):
+class InputPercentiles(EvaluateEvery):
     """Every `every` steps, the 15/50/85th percentiles of each unit's input to the last
     sigmoid layer, on a fixed batch, as the network computes it in training (batch
-    statistics for BN; the model's state, BN running averages included, is left as it was).
+    statistics for BN; the model's state, BN running averages included, is left as it was);
+    `values` holds one (3 percentiles, units) tensor per logged step.
     """
 
     def __init__(self, x: Tensor, layer: str, every: int):
-        super().__init__((x,), every)
+        super().__init__(self._percentiles, (x,), every=every, mode="train")
         self.layer = layer
-        self.values: list[Tensor] = []  # (3 percentiles, units) per logged step
 
-    def record(self, state: TrainState, x: Tensor) -> None:
-        model = state.model
+    def _percentiles(self, model, x: Tensor) -> Tensor:
         captured: list[Tensor] = []
         layer = [(self.layer, model.get_submodule(self.layer))]
-        with preserved(model), Hooks(layer, forward=lambda _n, _m, out: captured.append(out)):
-            model.train()
+        with Hooks(layer, forward=lambda _n, _m, out: captured.append(out)):
             model(x)
         q = torch.tensor(PERCENTILES, device=captured[0].device)
-        self.values.append(torch.quantile(captured[0], q, dim=0).cpu())
+        return torch.quantile(captured[0], q, dim=0).cpu()
 
 
 def _drift(values: list[Tensor]) -> Tensor:
