@@ -19,7 +19,7 @@ from torch import nn
 
 from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
 from babysit.lab.drawing import error_race, grid, labelled, layer_numbers, new_figure
-from babysit.lab.measure import ERROR_SAMPLE, Run, error_curves, train_run, tune_lr
+from babysit.lab.measure import ERROR_SAMPLE, Run, Training, error_curves, tune_lr
 from babysit.nn import mlp
 from babysit.probes import Hooks, select_layers
 
@@ -121,22 +121,13 @@ def _measure(setup: Setup) -> dict[str, dict]:
     steps to the target, the error curve and each layer's mean activation at the end."""
     s, seeds, device = setup.settings, setup.seeds, setup.device
     tick = setup.ticker(len(ACTIVATIONS) * len(s["lrs"]) * len(seeds))
+    training = Training(s["budget"], TARGET_ERROR, ERROR_EVERY, OPTIMIZER, device)
 
     def one_run(act: str, lr: float, seed_: int) -> Run:
         train, _ = digits(seed_)
         torch.manual_seed(seed_)
         model = mlp(64, [s["width"]] * s["layers"], 10, act, "he").to(device)
-        result = train_run(
-            model,
-            train,
-            lr=lr,
-            budget=s["budget"],
-            target=TARGET_ERROR,
-            every=ERROR_EVERY,
-            optimizer=OPTIMIZER,
-            seed=seed_,
-            device=device,
-        )
+        result = training.run(model, train, lr, seed_)
         tick(f"{act}, lr {lr:g}, seed {seed_}")
         return result
 

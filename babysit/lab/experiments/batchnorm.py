@@ -20,7 +20,7 @@ from torch import Tensor
 
 from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
 from babysit.lab.drawing import grid, labelled, new_figure, ragged_band
-from babysit.lab.measure import Run, train_run
+from babysit.lab.measure import Run, Training
 from babysit.nn import mlp
 from babysit.probes import Hooks
 from babysit.train import EvaluateEvery
@@ -141,20 +141,11 @@ def _one_run(
     train, val = digits(seed_)
     torch.manual_seed(seed_)
     model = mlp(64, HIDDEN, 10, act, init, batch_norm=bn).to(setup.device)
-    result = train_run(
-        model,
-        train,
-        lr=lr,
-        budget=budget,
-        target=TARGET_ERROR,
-        eval_data=val,
-        every=setup.settings["every"],
-        stop_at_target=stop,
-        batch_size=BATCH,
-        seed=seed_,
-        device=setup.device,
-        callbacks=callbacks,
+    every, device = setup.settings["every"], setup.device
+    training = Training(
+        budget, TARGET_ERROR, every, device=device, stop_at_target=stop, batch_size=BATCH
     )
+    result = training.run(model, train, lr, seed_, eval_data=val, callbacks=callbacks)
     tick(f"{'BN' if bn else 'plain'}, {act}, {init} init, lr {lr:g}, seed {seed_}")
     return result
 
