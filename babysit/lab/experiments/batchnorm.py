@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
+from babysit.lab.base import Claim, Result, Setup, below, digits, fmt, spread, steps_spread
 from babysit.lab.drawing import grid, labelled, new_figure, ragged_band
 from babysit.lab.measure import Run, Training
 from babysit.nn import mlp
@@ -245,8 +245,7 @@ def claims(
             source=SOURCE + ", Fig. 1(a)",
             expected="BN's steps below the plain net's, ranges apart",
             measured=f"plain {fmt(plain_steps)}; BN {fmt(bn_steps)} {never}",
-            passed=separated(bn_steps.values, plain_steps.values),
-            values={"plain": plain_steps.median, "bn": bn_steps.median},
+            **below({"plain": plain_steps, "bn": bn_steps}, lower="bn"),
         ),
         Claim(
             text="With BN the network is less sensitive to the init (small 0.01, Xavier, "
@@ -254,8 +253,7 @@ def claims(
             source=SOURCE + ", Sec. 3.3 and abstract",
             expected="steps to the target under the slowest init: BN below plain, ranges apart",
             measured=f"slowest init: plain {fmt(plain_worst)}; BN {fmt(bn_worst)} {never}",
-            passed=separated(bn_worst.values, plain_worst.values),
-            values={"plain": plain_worst.median, "bn": bn_worst.median},
+            **below({"plain": plain_worst, "bn": bn_worst}, lower="bn"),
         ),
         Claim(
             text="With BN the distribution of a hidden layer's input stays put during "
@@ -264,8 +262,7 @@ def claims(
             expected="median over units of the largest move of the median input, in units of "
             "its widest 15-85th percentile spread: BN below plain, ranges apart",
             measured=f"plain {fmt(plain_drift)}; BN {fmt(bn_drift)}",
-            passed=separated(bn_drift.values, plain_drift.values),
-            values={"plain": plain_drift.median, "bn": bn_drift.median},
+            **below({"plain": plain_drift, "bn": bn_drift}, lower="bn"),
         ),
     ]
 
