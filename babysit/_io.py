@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,14 @@ def json_text(value: Any, indent: int | None = 2) -> str:
 def write_json(path: str | os.PathLike, value: Any, indent: int | None = 2) -> Path:
     """Write `value` as strict JSON, atomically, with a final newline."""
     return write_atomic(path, json_text(value, indent) + "\n")
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
+    """Write `records` as JSON Lines (one compact object a line), atomically. The records
+    must be JSON-ready already (host numbers, non-finite floats as None): they are not
+    copied through json_safe, so a long history costs one json.dumps per record; a NaN that
+    slipped through is a ValueError, never a line a strict reader rejects."""
+    return write_atomic(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
 
 
 # A probe this big takes a block on any file system, so a full disk fails it here (ENOSPC)

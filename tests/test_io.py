@@ -50,3 +50,27 @@ def test_write_json_writes_strict_json_whole(tmp_path):
     assert text.endswith("\n") and "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"nan": None, "inf": [None, 1.5], "t": [1.0, 2.0], "3": 4}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def test_write_jsonl_writes_one_compact_line_per_record_as_json_dumps_does(tmp_path):
+    import json
+
+    from babysit._io import write_jsonl
+
+    records = [{"step": 1, "loss": 2.5, "layers": {"fc1": {"std": None}}}, {"step": 2, "x": [1]}]
+    path = write_jsonl(tmp_path / "h.jsonl", iter(records))
+    expected = "".join(json.dumps(r) + "\n" for r in records)  # json's default separators
+    assert path.read_text() == expected
+    assert [json.loads(line) for line in path.read_text().splitlines()] == records
+
+
+def test_write_jsonl_refuses_a_nan_and_keeps_the_old_file(tmp_path):
+    import math
+
+    from babysit._io import write_jsonl
+
+    path = write_jsonl(tmp_path / "h.jsonl", [{"step": 1}])
+    with pytest.raises(ValueError):
+        write_jsonl(path, [{"step": 1}, {"step": 2, "loss": math.nan}])
+    assert path.read_text() == '{"step": 1}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["h.jsonl"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -16,7 +17,7 @@ from babysit.checks.base import Check, Context, Figure, Found, draw
 from babysit.checks.findings import Finding
 from babysit.checks.runs import device_of, linear_baseline
 from babysit.checks.task import Task, accuracy, class_labels_of
-from babysit.train import Callback, LossAbort, fit
+from babysit.train import Callback, EvaluateEvery, History, LossAbort, fit
 
 __all__ = ["OVERFIT_GAP", "UNDERFIT_MARGIN", "TrainingRunCheck", "check_generalization"]
 
@@ -32,30 +33,25 @@ OVERFIT_GAP = 0.10
 UNDERFIT_MARGIN = 0.02
 
 
-class _EpochAccuracy(Callback):
-    """Per epoch, accuracy (babysit's, which also reads one-hot targets) on fixed train and
-    val batches, in eval mode."""
+def _accuracies(
+    model: nn.Module, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor, task: Task
+) -> tuple[float | None, float | None]:
+    """Accuracy (babysit's, which also reads one-hot targets) on the train and val batches."""
+    return accuracy(model(x_train), y_train, task), accuracy(model(x_val), y_val, task)
 
-    def __init__(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], task: Task):
-        self.train, self.val, self.task = train, val, task
-        self.records: list[dict[str, float | None]] = []
 
-    def on_epoch_end(self, state, metrics: dict[str, float]) -> None:
-        model = state.model
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            train_out, val_out = model(self.train[0]), model(self.val[0])
-        model.train(was_training)
-        self.records.append(
-            {
-                "epoch": metrics["epoch"],
-                "train_loss": metrics.get("train_loss"),
-                "val_loss": metrics.get("val_loss"),
-                "train_accuracy": accuracy(train_out, self.train[1], self.task),
-                "val_accuracy": accuracy(val_out, self.val[1], self.task),
-            }
-        )
+def _epoch_records(history: History, watch: EvaluateEvery) -> list[dict[str, float | None]]:
+    """Per epoch: the loop's losses and the accuracies `watch` measured at the epoch's end."""
+    return [
+        {
+            "epoch": metrics["epoch"],
+            "train_loss": metrics.get("train_loss"),
+            "val_loss": metrics.get("val_loss"),
+            "train_accuracy": evaluation.value[0],
+            "val_accuracy": evaluation.value[1],
+        }
+        for metrics, evaluation in zip(history.epochs, watch.evaluations, strict=True)
+    ]
 
 
 def check_generalization(
@@ -81,9 +77,8 @@ def check_generalization(
     steps = min(max(epochs * steps_per_epoch, min_steps), max_steps)
     epochs = math.ceil(steps / steps_per_epoch)
     sample = min(len(val[0]), 1024)
-    watch = _EpochAccuracy(
-        (train[0][:sample], train[1][:sample]), (val[0][:sample], val[1][:sample]), task
-    )
+    batches = (train[0][:sample], train[1][:sample], val[0][:sample], val[1][:sample])
+    watch = EvaluateEvery(partial(_accuracies, task=task), batches, per_epoch=True, at_start=False)
     history = fit(
         net,
         train,
@@ -101,7 +96,7 @@ def check_generalization(
     measurement: dict[str, Any] = {
         "lr": lr,
         "optimizer": optimizer,
-        "epochs": watch.records,
+        "epochs": _epoch_records(history, watch),
         "steps": len(history.step_loss),
         "stop": history.stop_reason,
     }
@@ -117,7 +112,7 @@ def check_generalization(
                 {"lr": lr, "stop": history.stop_reason},
             )
         ], measurement
-    records = [r for r in watch.records if r["train_accuracy"] is not None]
+    records = [r for r in measurement["epochs"] if r["train_accuracy"] is not None]
     if not records or records[-1]["val_accuracy"] is None:
         measurement["skipped"] = "the targets are not classes: no accuracy to compare"
         return [], measurement

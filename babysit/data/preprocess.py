@@ -14,6 +14,7 @@ in one streaming pass, with memory O(D^2) for D features, not O(N * D).
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -80,7 +81,11 @@ class Transform:
     # --- what each transform defines -------------------------------------------------------
 
     def _config(self) -> dict[str, Any]:
-        return {}
+        """The constructor's arguments, read back from the attributes of the same names
+        (scikit-learn's `get_params` convention): what state_dict saves and repr shows."""
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        parameters = list(inspect.signature(type(self).__init__).parameters.values())
+        return {p.name: getattr(self, p.name) for p in parameters[1:] if p.kind in named}
 
     def _rows(self, x: Tensor) -> Tensor:
         """The (rows, features) matrix whose statistics are learnt."""
@@ -384,9 +389,6 @@ class PCA(Transform):
         self.n_components = n_components
         self.whiten = bool(whiten)
 
-    def _config(self) -> dict[str, Any]:
-        return {"n_components": self.n_components, "whiten": self.whiten}
-
     def _learn(self, moments: _Moments, feature_shape: tuple[int, ...]) -> dict[str, Tensor]:
         mean, values, rows = _eigen(moments)
         largest = min(moments.count, len(values))
@@ -454,9 +456,6 @@ class Whiten(Transform):
         check_scalar(eps, "Whiten eps", float, min=0, fix="e.g. eps=1e-5")
         self.kind = kind
         self.eps = float(eps)
-
-    def _config(self) -> dict[str, Any]:
-        return {"kind": self.kind, "eps": self.eps}
 
     def _learn(self, moments: _Moments, feature_shape: tuple[int, ...]) -> dict[str, Tensor]:
         mean, values, rows = _eigen(moments)

@@ -3,12 +3,11 @@ report into one folder (what `babysit report RUN_DIR` reads back)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from babysit._io import write_atomic
+from babysit._io import write_json
 from babysit.report.training_run import HISTORY_NAME, RUN_META_NAME
 from babysit.train.monitor import Monitor
 
@@ -21,7 +20,7 @@ def write_run(monitor: Monitor, directory: str | os.PathLike, **meta: Any):
     folder.mkdir(parents=True, exist_ok=True)
     monitor.save_jsonl(folder / HISTORY_NAME)
     report = monitor.report(**meta)
-    write_atomic(folder / RUN_META_NAME, json.dumps(report.meta, default=str) + "\n")
+    write_json(folder / RUN_META_NAME, report.meta, indent=None)
     report.save(folder)
     return report
 

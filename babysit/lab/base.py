@@ -37,6 +37,7 @@ __all__ = [
     "Setup",
     "Spread",
     "Ticker",
+    "below",
     "digits",
     "fmt",
     "seeds_for",
@@ -330,6 +331,20 @@ def separated(lower: Sequence[float], higher: Sequence[float]) -> bool:
     claimed direction with probability 1 / C(2n, n) (5% for n = 3, 1.4% for 4, 0.4% for 5):
     an exact permutation test. A difference inside the spread counts as "not shown"."""
     return max(lower) < min(higher)
+
+
+def below(spreads: dict[str, Spread], lower: str) -> dict[str, Any]:
+    """A claim's `passed` and `values` when it says that one of two figures lies below the
+    other over seeds: `passed` when the range of `spreads[lower]` is entirely below the
+    other's (`separated`); `values`, each figure's median by name, in the order given. Use
+    as `Claim(text=..., ..., **below({"plain": plain, "bn": bn}, lower="bn"))`."""
+    if len(spreads) != 2 or lower not in spreads:
+        raise ValueError(f"below needs two named spreads, one of them {lower!r}")
+    (higher,) = (s for name, s in spreads.items() if name != lower)
+    return {
+        "passed": separated(spreads[lower].values, higher.values),
+        "values": {name: s.median for name, s in spreads.items()},
+    }
 
 
 def fmt(value: float | Spread | None, digits: int = 3) -> str:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape as markup
 from rich.table import Table
 
-from babysit._io import write_atomic
+from babysit._io import write_atomic, write_json
 from babysit.errors import UsageError
 from babysit.lab.base import Claim, Experiment, Result
 from babysit.report.html import Section, escape, figure_png, image, page, table
@@ -126,13 +126,6 @@ def check_out_dir(out: str | Path) -> Path:
     return path
 
 
-def _json_number(value: object) -> object:
-    """NumPy and torch scalars as plain numbers."""
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot save a {type(value).__name__} in a lab result")
-
-
 def load_results(out: str | Path, order: Sequence[str] = ()) -> list[Result]:
     """Every lab result saved in `out` (NAME.json), in `order`, then by name; files that are
     not lab results are left alone."""
@@ -154,8 +147,7 @@ def save(result: Result, out: str | Path, order: Sequence[str] = ()) -> Path:
     from every result in the folder (their sections are read back from their pages, so only
     this experiment's figures are drawn). Returns the index path."""
     path = check_out_dir(out)
-    text = json.dumps(result.to_dict(), indent=1, default=_json_number)
-    write_atomic(path / f"{result.name}.json", text)
+    write_json(path / f"{result.name}.json", result.to_dict(), indent=1)
     write_atomic(path / f"{result.name}.html", experiment_page(result, section_html(result)))
     index = path / "index.html"
     results = load_results(path, order)

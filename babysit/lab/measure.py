@@ -20,8 +20,8 @@ __all__ = [
     "ERROR_SAMPLE",
     "ErrorLog",
     "Run",
+    "Training",
     "error_curves",
-    "train_run",
     "tune_lr",
 ]
 
@@ -87,43 +87,49 @@ class Run:
         return float(self.steps) if self.steps is not None else never
 
 
-def train_run(
-    model: nn.Module,
-    train: tuple[Tensor, Tensor],
-    *,
-    lr: float,
-    budget: int,
-    target: float | None = None,
-    eval_data: tuple[Tensor, Tensor] | None = None,
-    every: int = 5,
-    stop_at_target: bool = True,
-    optimizer: str = "sgd",
-    batch_size: int = 64,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    callbacks: Sequence[Callback] = (),
-) -> Run:
-    """Train for at most `budget` steps, logging the error on `eval_data` (default: the first
-    ERROR_SAMPLE training examples) every `every` steps, stopping at `target` error if asked,
-    or when the loss diverges (the CS231n 3x rule, `babysit.train.LossAbort`)."""
-    if eval_data is None:
-        eval_data = (train[0][:ERROR_SAMPLE], train[1][:ERROR_SAMPLE])
-    log = ErrorLog(eval_data, every, target, stop_at_target)
-    abort = LossAbort()
-    history = fit(
-        model,
-        train,
-        epochs=1,
-        max_steps=budget,
-        lr=lr,
-        optimizer=optimizer,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-        callbacks=[log, abort, *callbacks],
-    )
-    diverged = history.stopped and log.reached is None
-    return Run(lr, log.reached, diverged, history, log.steps, log.errors, model)
+@dataclass(frozen=True)
+class Training:
+    """How an experiment trains every network it compares, set once: at most `budget` steps
+    of `optimizer` (batches of `batch_size`) on `device`, the error logged every `every`
+    steps, stopping at `target` error (unless `stop_at_target` is False) or when the loss
+    diverges (the CS231n 3x rule, `babysit.train.LossAbort`)."""
+
+    budget: int
+    target: float | None = None
+    every: int = 5
+    optimizer: str = "sgd"
+    device: torch.device | str = "cpu"
+    stop_at_target: bool = True
+    batch_size: int = 64
+
+    def run(
+        self,
+        model: nn.Module,
+        train: tuple[Tensor, Tensor],
+        lr: float,
+        seed: int,
+        eval_data: tuple[Tensor, Tensor] | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> Run:
+        """Train `model` on `train` at `lr`, the batch order fixed by `seed`, logging the
+        error on `eval_data` (default: the first ERROR_SAMPLE training examples)."""
+        if eval_data is None:
+            eval_data = (train[0][:ERROR_SAMPLE], train[1][:ERROR_SAMPLE])
+        log = ErrorLog(eval_data, self.every, self.target, self.stop_at_target)
+        history = fit(
+            model,
+            train,
+            epochs=1,
+            max_steps=self.budget,
+            lr=lr,
+            optimizer=self.optimizer,
+            batch_size=self.batch_size,
+            seed=seed,
+            device=self.device,
+            callbacks=[log, LossAbort(), *callbacks],
+        )
+        diverged = history.stopped and log.reached is None
+        return Run(lr, log.reached, diverged, history, log.steps, log.errors, model)
 
 
 def error_curves(runs: Sequence[Run]) -> dict[str, list[list]]:

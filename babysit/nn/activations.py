@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import UnionType
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -214,24 +216,23 @@ def activation_info(activation_: nn.Module | str, **kwargs) -> ActivationInfo | 
     if isinstance(activation_, str):
         return _info(activation_, **kwargs)
     m = activation_
-    if isinstance(m, nn.Sigmoid):
-        return _info("sigmoid")
-    if isinstance(m, nn.Tanh):
-        return _info("tanh")
-    if isinstance(m, nn.ReLU | nn.ReLU6):
-        return _info("relu")
-    if isinstance(m, nn.LeakyReLU):
-        return _info("leaky_relu", negative_slope=m.negative_slope)
-    if isinstance(m, nn.PReLU):
-        return _info("prelu", init=float(m.weight.detach().mean()))
-    if isinstance(m, nn.ELU):
-        return _info("elu", alpha=m.alpha)
-    if isinstance(m, Maxout):
-        return _info("maxout", k=m.k)
-    if isinstance(m, nn.GELU):
-        return _info("gelu")
-    if isinstance(m, nn.SiLU):
-        return _info("silu")
-    if isinstance(m, nn.Softmax | nn.LogSoftmax):
-        return _info("softmax")
+    for kind, name, parameters in _RECOGNISED:
+        if isinstance(m, kind):
+            return _info(name, **parameters(m))
     return None
+
+
+_RECOGNISED: tuple[tuple[type | UnionType, str, Callable[[Any], dict[str, Any]]], ...] = (
+    (nn.Sigmoid, "sigmoid", lambda m: {}),
+    (nn.Tanh, "tanh", lambda m: {}),
+    (nn.ReLU | nn.ReLU6, "relu", lambda m: {}),
+    (nn.LeakyReLU, "leaky_relu", lambda m: {"negative_slope": m.negative_slope}),
+    (nn.PReLU, "prelu", lambda m: {"init": float(m.weight.detach().mean())}),
+    (nn.ELU, "elu", lambda m: {"alpha": m.alpha}),
+    (Maxout, "maxout", lambda m: {"k": m.k}),
+    (nn.GELU, "gelu", lambda m: {}),
+    (nn.SiLU, "silu", lambda m: {}),
+    (nn.Softmax | nn.LogSoftmax, "softmax", lambda m: {}),
+)
+"""Activation module types `activation_info` recognises, in the order it tries them: the
+name and the parameters it reads off the module."""

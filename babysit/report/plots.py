@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from babysit.report.html import new_figure
@@ -39,6 +40,13 @@ def _short(name: str, limit: int = 14) -> str:
     return name.replace("$", r"\$")
 
 
+def _side_by_side(width: float, height: float) -> tuple[Figure, Axes, Axes]:
+    """A figure of that size in inches with two panels side by side."""
+    fig = new_figure(width, height)
+    left, right = fig.subplots(1, 2)
+    return fig, left, right
+
+
 def _activation_layers(layers: Sequence[dict]) -> list[dict]:
     acts = [s for s in layers if s.get("activation") not in (None, "softmax", "identity")]
     return acts if len(acts) >= 2 else list(layers)
@@ -52,8 +60,7 @@ def activation_figure(layers: Sequence[dict], init: dict | None = None) -> Figur
         return None
     names = [_short(s["name"]) for s in chosen]
     x = list(range(len(chosen)))
-    fig = new_figure(10, 3.6)
-    left, right = fig.subplots(1, 2)
+    fig, left, right = _side_by_side(10, 3.6)
     means = _finite([s["mean"] for s in chosen])
     stds = _finite([s["std"] for s in chosen])
     positive = [v for v in stds if v > 0]
@@ -154,8 +161,7 @@ def overfit_figure(overfit: dict) -> Figure | None:
     runs = overfit.get("runs") or []
     if not runs:
         return None
-    fig = new_figure(8, 3.6)
-    left, right = fig.subplots(1, 2)
+    fig, left, right = _side_by_side(8, 3.6)
     colors = [_BLUE, _ORANGE, _GREEN, _RED]
     for run, color in zip(runs, colors * 3, strict=False):
         loss = _finite(run.get("step_loss") or [])
@@ -193,8 +199,7 @@ def update_ratio_figure(lr_run: dict) -> Figure | None:
     loss = run.get("step_loss") or []
     if not ratios and not loss:
         return None
-    fig = new_figure(10, 3.6)
-    left, right = fig.subplots(1, 2)
+    fig, left, right = _side_by_side(10, 3.6)
     left.plot(
         range(1, len(loss) + 1), _finite(loss), color=_BLUE, label=f"lr {run.get('lr', 0):.2g}"
     )
@@ -232,23 +237,15 @@ def training_figure(training: dict) -> Figure | None:
     epochs = training.get("epochs") or []
     if not epochs:
         return None
-    fig = new_figure(8, 3.4)
-    left, right = fig.subplots(1, 2)
+    fig, left, right = _side_by_side(8, 3.4)
     x = [e["epoch"] for e in epochs]
-    for key, color, label in (("train_accuracy", _BLUE, "train"), ("val_accuracy", _ORANGE, "val")):
-        values = [e.get(key) for e in epochs]
-        if any(v is not None for v in values):
-            left.plot(x, _finite(values), "o-", color=color, ms=3, label=label)
-    left.set_title("accuracy per epoch")
-    left.set_xlabel("epoch")
-    if left.lines:
-        left.legend(fontsize=8)
-    for key, color, label in (("train_loss", _BLUE, "train"), ("val_loss", _ORANGE, "val")):
-        values = [e.get(key) for e in epochs]
-        if any(v is not None for v in values):
-            right.plot(x, _finite(values), "o-", color=color, ms=3, label=label)
-    right.set_title("loss per epoch")
-    right.set_xlabel("epoch")
-    if right.lines:
-        right.legend(fontsize=8)
+    for ax, quantity in ((left, "accuracy"), (right, "loss")):
+        for split, color in (("train", _BLUE), ("val", _ORANGE)):
+            values = [e.get(f"{split}_{quantity}") for e in epochs]
+            if any(v is not None for v in values):
+                ax.plot(x, _finite(values), "o-", color=color, ms=3, label=split)
+        ax.set_title(f"{quantity} per epoch")
+        ax.set_xlabel("epoch")
+        if ax.lines:
+            ax.legend(fontsize=8)
     return fig

@@ -165,16 +165,9 @@ def parse_config(
     space = with_limits(space, numeric)
     stages = tuple(check_stages(raw["stages"])) if "stages" in raw else DEFAULT_STAGES
     narrowing = Narrowing.from_dict(raw.get("narrowing", {}))
-    seed = raw.get("seed", 0)
-    loss_ratio = raw.get("loss_ratio", LOSS_ABORT_FACTOR)
-    plan = Plan(
-        space=space,
-        stages=stages,
-        narrowing=narrowing,
-        seed=seed,
-        loss_ratio=loss_ratio,
-        objective={"data": data, "preprocess": preprocess, "model": model, "fixed": dict(fixed)},
-    )
+    seed, loss_ratio = raw.get("seed", 0), raw.get("loss_ratio", LOSS_ABORT_FACTOR)
+    objective = {"data": data, "preprocess": preprocess, "model": model, "fixed": dict(fixed)}
+    plan = Plan(space, stages, narrowing, seed, loss_ratio, objective=objective)
     return SearchConfig(study, data, preprocess, model, dict(fixed), plan, path)
 
 

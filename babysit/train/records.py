@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from babysit._io import write_atomic
+from babysit._io import write_jsonl
 from babysit.errors import DataError
 from babysit.probes import LayerStats
 
@@ -29,8 +29,9 @@ FIRST_LAYER_FILTERS = 32  # filters kept for the report's first-layer figure
 
 
 def save_history(path: str | os.PathLike, records: Sequence[dict[str, Any]]) -> Path:
-    """Write records as JSON Lines, atomically (a crash never leaves half a file)."""
-    return write_atomic(Path(path), "".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+    """Write records as JSON Lines, atomically (a crash never leaves half a file): the
+    Monitor's records are host numbers with non-finite values as None already."""
+    return write_jsonl(path, records)
 
 
 def load_history(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -1,9 +1,11 @@
 import checkup_grid
+import pytest
 import torch
 
 from babysit.checks.generalization import OVERFIT_GAP, check_generalization
 from babysit.checks.task import task_for
 from babysit.nn import mlp
+from babysit.train import Callback
 
 CE = task_for(None)
 
@@ -48,3 +50,37 @@ def test_a_two_unit_bottleneck_underfits_against_the_linear_baseline():
 def test_epochs_are_turned_into_steps_with_a_floor_for_small_data():
     _, m = _run([32], 60, min_steps=100)
     assert m["steps"] == 100  # 60 examples: 1 step per epoch, 10 epochs raised to 100 steps
+
+
+def test_each_epoch_records_the_accuracy_on_fixed_samples_at_the_epoch_end():
+    x, y, vx, vy = checkup_grid.digits_standardized()
+    sample = min(len(vx), 1024)
+    seen = []
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, state, metrics):
+            model = state.model.eval()
+            with torch.no_grad():
+                train_acc = (model(x[:sample]).argmax(1) == y[:sample]).float().mean()
+                val_acc = (model(vx[:sample]).argmax(1) == vy[:sample]).float().mean()
+            model.train()
+            seen.append((metrics["epoch"], metrics["train_loss"], float(train_acc), float(val_acc)))
+
+    torch.manual_seed(0)
+    _, m = check_generalization(
+        mlp(64, [32], 10),
+        (x, y),
+        (vx, vy),
+        CE,
+        lr=0.05,
+        optimizer="sgd",
+        epochs=3,
+        min_steps=1,
+        max_steps=1000,
+        batch_size=64,
+        callbacks=[Snapshot()],
+    )
+    keys = ("epoch", "train_loss", "train_accuracy", "val_accuracy")
+    records = [tuple(r[k] for k in keys) for r in m["epochs"]]
+    assert len(records) == 3
+    assert records == pytest.approx(seen, abs=1e-12)

@@ -293,6 +293,14 @@ def test_state_dict_round_trips_through_torch_save_into_a_fresh_object(make):
     torch.testing.assert_close(restored.transform(x), fitted.transform(x), rtol=0, atol=0)
 
 
+def test_repr_and_state_dict_config_are_the_constructor_arguments():
+    assert repr(PCA(3, whiten=True)) == "PCA(n_components=3, whiten=True)"
+    assert repr(Whiten(kind="pca", eps=0.5)) == "Whiten(kind='pca', eps=0.5)"
+    assert repr(Standardize()) == "Standardize()"
+    x = torch.randn(20, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert Whiten(eps=0.25).fit(x).state_dict()["config"] == {"kind": "zca", "eps": 0.25}
+
+
 def test_load_state_dict_of_another_transform_is_refused(train):
     with pytest.raises(UsageError, match="got the state of 'MeanImage'"):
         Standardize().load_state_dict(MeanImage().fit(train).state_dict())

@@ -135,3 +135,18 @@ def test_every_scale_sets_the_same_knobs(name):
     settings = importlib.import_module(f"babysit.lab.experiments.{name}").SETTINGS
     assert set(settings) == {"tiny", "small", "full"}
     assert len({frozenset(s) for s in settings.values()}) == 1  # full runs the same code paths
+
+
+def test_below_passes_only_when_the_lower_range_is_entirely_below_and_keeps_the_medians():
+    from babysit.lab.base import below
+
+    plain, bn = spread([30, 40, 50]), spread([10, 20, 29])
+    assert below({"plain": plain, "bn": bn}, lower="bn") == {
+        "passed": True,
+        "values": {"plain": 40.0, "bn": 20.0},
+    }
+    overlapping = spread([10, 20, 31])
+    assert below({"plain": plain, "bn": overlapping}, lower="bn")["passed"] is False
+    assert below({"plain": plain, "bn": bn}, lower="plain")["passed"] is False
+    with pytest.raises(ValueError, match="two named spreads"):
+        below({"plain": plain}, lower="bn")

@@ -96,3 +96,23 @@ def test_a_result_of_an_unregistered_experiment_has_no_figures_but_a_section():
     result = _result("retired")
     assert report.figures(result) == []
     assert 'id="retired"' in report.section_html(result)
+
+
+def test_a_saved_result_is_strict_json_and_loads_back(tmp_path):
+    import math
+
+    import numpy as np
+    import torch
+
+    result = _result("alpha")
+    result.data = {"steps": [math.inf, 3], "ratio": math.nan, "x": np.float32(0.5)}
+    result.data["t"] = torch.tensor(2.0)
+    report.save(result, tmp_path)
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not strict JSON")
+
+    text = (tmp_path / "alpha.json").read_text()
+    saved = json.loads(text, parse_constant=refuse)
+    assert saved["data"] == {"steps": [None, 3], "ratio": None, "x": 0.5, "t": 2.0}
+    assert report.load_results(tmp_path)[0].data == saved["data"]

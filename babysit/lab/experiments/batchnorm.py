@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
+from babysit.lab.base import Claim, Result, Setup, below, digits, fmt, spread, steps_spread
 from babysit.lab.drawing import grid, labelled, new_figure, ragged_band
-from babysit.lab.measure import Run, train_run
+from babysit.lab.measure import Run, Training
 from babysit.nn import mlp
 from babysit.probes import Hooks
 from babysit.train import EvaluateEvery
@@ -141,20 +141,11 @@ def _one_run(
     train, val = digits(seed_)
     torch.manual_seed(seed_)
     model = mlp(64, HIDDEN, 10, act, init, batch_norm=bn).to(setup.device)
-    result = train_run(
-        model,
-        train,
-        lr=lr,
-        budget=budget,
-        target=TARGET_ERROR,
-        eval_data=val,
-        every=setup.settings["every"],
-        stop_at_target=stop,
-        batch_size=BATCH,
-        seed=seed_,
-        device=setup.device,
-        callbacks=callbacks,
+    every, device = setup.settings["every"], setup.device
+    training = Training(
+        budget, TARGET_ERROR, every, device=device, stop_at_target=stop, batch_size=BATCH
     )
+    result = training.run(model, train, lr, seed_, eval_data=val, callbacks=callbacks)
     tick(f"{'BN' if bn else 'plain'}, {act}, {init} init, lr {lr:g}, seed {seed_}")
     return result
 
@@ -254,8 +245,7 @@ def claims(
             source=SOURCE + ", Fig. 1(a)",
             expected="BN's steps below the plain net's, ranges apart",
             measured=f"plain {fmt(plain_steps)}; BN {fmt(bn_steps)} {never}",
-            passed=separated(bn_steps.values, plain_steps.values),
-            values={"plain": plain_steps.median, "bn": bn_steps.median},
+            **below({"plain": plain_steps, "bn": bn_steps}, lower="bn"),
         ),
         Claim(
             text="With BN the network is less sensitive to the init (small 0.01, Xavier, "
@@ -263,8 +253,7 @@ def claims(
             source=SOURCE + ", Sec. 3.3 and abstract",
             expected="steps to the target under the slowest init: BN below plain, ranges apart",
             measured=f"slowest init: plain {fmt(plain_worst)}; BN {fmt(bn_worst)} {never}",
-            passed=separated(bn_worst.values, plain_worst.values),
-            values={"plain": plain_worst.median, "bn": bn_worst.median},
+            **below({"plain": plain_worst, "bn": bn_worst}, lower="bn"),
         ),
         Claim(
             text="With BN the distribution of a hidden layer's input stays put during "
@@ -273,8 +262,7 @@ def claims(
             expected="median over units of the largest move of the median input, in units of "
             "its widest 15-85th percentile spread: BN below plain, ranges apart",
             measured=f"plain {fmt(plain_drift)}; BN {fmt(bn_drift)}",
-            passed=separated(bn_drift.values, plain_drift.values),
-            values={"plain": plain_drift.median, "bn": bn_drift.median},
+            **below({"plain": plain_drift, "bn": bn_drift}, lower="bn"),
         ),
     ]
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from babysit.lab.base import Claim, Result, Setup, digits, fmt, spread
 from babysit.lab.drawing import INIT_COLORS, grid, labelled, layer_band, new_figure, ragged_band
-from babysit.lab.measure import ERROR_SAMPLE, train_run
+from babysit.lab.measure import ERROR_SAMPLE, Training
 from babysit.nn import mlp
 from babysit.probes import activation_stats
 
@@ -80,6 +80,9 @@ def _measure(setup: Setup) -> dict[str, dict[str, list]]:
     """Per init, per seed: the weight-gradient norms at init, the training-error curve, the
     step it reached TRAINED_ERROR (None: never) and its final error."""
     s, seeds, device = setup.settings, setup.seeds, setup.device
+    training = Training(
+        s["budget"], TRAINED_ERROR, s["every"], MOMENTUM_OPTIMIZER, device, stop_at_target=False
+    )
     tick = setup.ticker(len(seeds) * len(INITS))
     measured: dict[str, dict[str, list]] = {
         what: {init: [] for init in INITS}
@@ -93,18 +96,7 @@ def _measure(setup: Setup) -> dict[str, dict[str, list]]:
             model = mlp(64, [s["width"]] * s["layers"], 10, "relu", init).to(device)
             layer_stats = activation_stats(model, *probe, layers=[nn.Linear])
             measured["grads"][init].append([st.weight_grad_norm for st in layer_stats])
-            run_ = train_run(
-                model,
-                train,
-                lr=s["lr"],
-                budget=s["budget"],
-                target=TRAINED_ERROR,
-                every=s["every"],
-                stop_at_target=False,
-                optimizer=MOMENTUM_OPTIMIZER,
-                seed=seed_,
-                device=device,
-            )
+            run_ = training.run(model, train, s["lr"], seed_)
             measured["curve_steps"][init].append(run_.error_steps)
             measured["curves"][init].append(run_.errors)
             measured["reached"][init].append(run_.steps)

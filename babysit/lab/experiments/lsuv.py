@@ -23,7 +23,7 @@ from babysit.lab.drawing import (
     ragged_band,
     steps_bars,
 )
-from babysit.lab.measure import ERROR_SAMPLE, train_run
+from babysit.lab.measure import ERROR_SAMPLE, Training
 from babysit.nn import mlp
 from babysit.nn.init import LSUV_TOLERANCE, lsuv_
 from babysit.probes import activation_stats
@@ -84,6 +84,7 @@ def _measure(setup: Setup) -> dict:
     """Per init, per seed: each layer's output variance right after init, then the steps to
     the target and the error curve; and LSUV's rescalings per layer, per seed."""
     s, seeds, device = setup.settings, setup.seeds, setup.device
+    training = Training(s["budget"], TARGET_ERROR, ERROR_EVERY, OPTIMIZER, device)
     tick = setup.ticker(len(seeds) * len(INITS))
     variances: dict[str, list] = {init: [] for init in INITS}
     steps: dict[str, list] = {init: [] for init in INITS}
@@ -107,17 +108,7 @@ def _measure(setup: Setup) -> dict:
             model.to(device)
             stats = activation_stats(model, held_out.to(device), layers=[nn.Linear])
             variances[init].append([st.std**2 for st in stats])
-            result = train_run(
-                model,
-                train,
-                lr=LR,
-                budget=s["budget"],
-                target=TARGET_ERROR,
-                every=ERROR_EVERY,
-                optimizer=OPTIMIZER,
-                seed=seed_,
-                device=device,
-            )
+            result = training.run(model, train, LR, seed_)
             steps[init].append(result.steps)
             curves[init]["steps"].append(result.error_steps)
             curves[init]["errors"].append(result.errors)

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from babysit.data import MeanImage, Standardize, Whiten
-from babysit.lab.base import Claim, Result, Setup, digits, fmt, separated, spread, steps_spread
+from babysit.lab.base import Claim, Result, Setup, below, digits, fmt, spread, steps_spread
 from babysit.lab.drawing import band, error_race, grid, labelled, new_figure
-from babysit.lab.measure import Run, error_curves, train_run, tune_lr
+from babysit.lab.measure import Run, Training, error_curves, tune_lr
 from babysit.nn import mlp
 
 if TYPE_CHECKING:
@@ -154,21 +154,13 @@ def _race(
     target and the error curve; and the centred nets that did not diverge, by seed. Each seed
     fixes the data split, the init and the batch order."""
     s, seeds, device = setup.settings, setup.seeds, setup.device
+    training = Training(s["budget"], TARGET_ERROR, ERROR_EVERY, device=device)
 
     def one_run(kind: str, lr: float, seed_: int) -> Run:
         train, _ = _data(kind, seed_)
         torch.manual_seed(seed_)
         model = mlp(64, s["hidden"], 10, "relu", "he").to(device)
-        result = train_run(
-            model,
-            train,
-            lr=lr,
-            budget=s["budget"],
-            target=TARGET_ERROR,
-            every=ERROR_EVERY,
-            seed=seed_,
-            device=device,
-        )
+        result = training.run(model, train, lr, seed_)
         tick(f"{kind}, lr {lr:g}, seed {seed_}")
         return result
 
@@ -229,8 +221,7 @@ def claims(
             expected="centred steps below raw steps, ranges apart",
             measured=f"raw {fmt(raw)} (lr {lrs['raw']:g}); centred {fmt(centred)} "
             f"(lr {lrs['centred']:g})",
-            passed=separated(centred.values, raw.values),
-            values={"raw": raw.median, "centred": centred.median},
+            **below({"raw": raw, "centred": centred}, lower="centred"),
         ),
         Claim(
             text="After zero-centring, the loss is less sensitive to small changes in the "
