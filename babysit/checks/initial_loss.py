@@ -13,6 +13,7 @@ from babysit.checks.base import Check, Context, Found, fmt
 from babysit.checks.findings import Finding
 from babysit.checks.task import Task, class_dim
 from babysit.probes import preserved
+from babysit.probes.nonfinite import first_nonfinite_layer
 
 __all__ = ["INIT_LOSS_RATIO_MAX", "OUTPUT_SCALE_MAX", "InitialLossCheck", "check_initial_loss"]
 
@@ -52,15 +53,25 @@ def check_initial_loss(
         measurement["target_rms"] = float(y.float().square().mean().sqrt())
     note = f" ({input_note})" if input_note else ""
     if not math.isfinite(loss):
+        where = first_nonfinite_layer(model, x)
+        measurement["nonfinite_layer"] = where
+        at = (
+            f"; the first layer whose output is non-finite is {where['layer']} "
+            f"({where['kind']}"
+            + (", whose parameters hold NaN/inf)" if where["nonfinite_parameters"] else ")")
+            if where is not None
+            else "; every layer's output is finite, so the loss function produced it"
+        )
         return [
             Finding(
                 "NAN_LOSS",
                 "error",
                 f"the loss is {loss} at init on finite inputs{note}: the model or the loss "
-                f"computes NaN/inf before any training",
+                f"computes NaN/inf before any training{at}",
                 "look for log of 0, division by 0 or sqrt of a negative number in forward or "
                 "in the loss, and for layers whose outputs overflow",
                 measurement,
+                where["layer"] if where is not None else None,
             )
         ], measurement
     if expected is None or not math.isfinite(expected) or expected <= 0:

@@ -35,6 +35,8 @@ __all__ = [
     "layer_kind",
     "layer_output",
     "layer_weights",
+    "parameterised_layers",
+    "run_by_parent",
     "weight_matrix",
 ]
 
@@ -118,6 +120,28 @@ def is_feature_normalization(module: nn.Module) -> bool:
     return isinstance(module, (nn.LayerNorm, nn.RMSNorm)) or type(module).__name__.endswith(
         ("LayerNorm", "RMSNorm")
     )
+
+
+def run_by_parent(model: nn.Module) -> set[str]:
+    """Names of the modules inside a layer that runs them itself (`is_atomic`): never called,
+    so never probed and never a layer of their own."""
+    inside: set[str] = set()
+    for name, module in model.named_modules():
+        if is_atomic(module) and name not in inside:
+            inside.update(
+                f"{name}.{child}" if name else child for child, _ in module.named_modules() if child
+            )
+    return inside
+
+
+def parameterised_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers of the kinds in this table, by name, in registration order."""
+    inside = run_by_parent(model)
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if name and name not in inside and is_parameterised(m)
+    ]
 
 
 def layer_kind(module: nn.Module) -> str | None:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from babysit.nn.activations import activation_info
-from babysit.nn.layers import is_atomic, is_parameterised, layer_output
+from babysit.nn.layers import is_parameterised, layer_output, run_by_parent
 
 __all__ = ["Hooks", "preserved", "select_layers"]
 
@@ -34,11 +34,12 @@ def select_layers(
     `layers` or whose type is one of its types.
     """
     if layers is None:
+        inside = run_by_parent(model)
         return [
             (name, m)
             for name, m in model.named_modules()
             if name
-            and not _inside_atomic(model, name)
+            and name not in inside
             and (is_parameterised(m) or activation_info(m) is not None)
         ]
     wanted = list(layers)
@@ -56,16 +57,6 @@ def select_layers(
             f"names are like {', '.join(n for n, _ in list(model.named_modules())[1:6])}"
         )
     return selected
-
-
-def _inside_atomic(model: nn.Module, name: str) -> bool:
-    parts = name.split(".")
-    module = model
-    for part in parts[:-1]:
-        module = module.get_submodule(part)
-        if is_atomic(module):
-            return True
-    return False
 
 
 class Hooks:

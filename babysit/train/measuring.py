@@ -8,8 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from babysit.nn.init import weight_layers
-from babysit.probes import update_ratios
+from babysit.nn.layers import layer_weights, parameterised_layers
 from babysit.train.callbacks import Callback, TrainState
 
 __all__ = [
@@ -65,22 +64,29 @@ class LRRangeTest(Callback):
 
 
 class UpdateRatioLog(Callback):
-    """Per weight layer, ||W_after - W_before|| / ||W_before|| at every step (device tensors,
-    read back once at the end), for the layers whose weights train."""
+    """Per layer, ||W_after - W_before|| / ||W_before|| at every step (device tensors, read
+    back once at the end), for the layers whose weights train. Every kind of
+    `babysit.nn.layers` counts; a layer's weights (`layer_weights`: an LSTM's input and
+    recurrent matrices, an attention's input and output projections, a norm's gain and
+    shift) are one ratio, the norms taken over all of them together."""
 
     def __init__(self, model: nn.Module):
-        self.layers = [
-            (name, m.weight) for name, m in weight_layers(model) if m.weight.requires_grad
-        ]
+        self.layers: list[tuple[str, list[Tensor]]] = []
+        for name, module in parameterised_layers(model):
+            weights = [p for _, p in layer_weights(module) if p.requires_grad]
+            if weights:
+                self.layers.append((name, weights))
+        self._flat = [p for _, group in self.layers for p in group]
+        self._sizes = [len(group) for _, group in self.layers]
         self._before: list[Tensor] = []
         self._ratios: list[Tensor] = []
 
     def on_batch_begin(self, state: TrainState) -> None:
-        self._before = [w.detach().clone() for _, w in self.layers]
+        self._before = [w.detach().clone() for w in self._flat]
 
     def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
         if self.layers:
-            self._ratios.append(update_ratios(self._before, [w for _, w in self.layers]))
+            self._ratios.append(grouped_update_ratios(self._before, self._flat, self._sizes))
 
     def medians(self) -> dict[str, float]:
         if not self._ratios:
@@ -89,3 +95,26 @@ class UpdateRatioLog(Callback):
         ratios = torch.where(torch.isfinite(ratios), ratios, torch.full_like(ratios, math.nan))
         medians = ratios.nanmedian(dim=0).values.tolist()
         return {name: m for (name, _), m in zip(self.layers, medians, strict=True)}
+
+
+def grouped_update_ratios(before: list[Tensor], after: list[Tensor], sizes: list[int]) -> Tensor:
+    """||dW|| / ||W|| per group of consecutive tensors (`sizes` of them each), the norms over
+    the whole group: for one tensor a group, `babysit.probes.update_ratios`."""
+    eps = torch.finfo(torch.float32).tiny
+    squares = torch.stack(
+        [
+            torch.stack(
+                [
+                    torch.linalg.vector_norm(a.detach().float() - b.float()) ** 2,
+                    torch.linalg.vector_norm(b.float()) ** 2,
+                ]
+            )
+            for b, a in zip(before, after, strict=True)
+        ]
+    )
+    groups = torch.repeat_interleave(
+        torch.arange(len(sizes), device=squares.device),
+        torch.tensor(sizes, device=squares.device),
+    )
+    sums = torch.zeros(len(sizes), 2, device=squares.device).index_add_(0, groups, squares)
+    return sums[:, 0].sqrt() / sums[:, 1].sqrt().clamp_min(eps)
