@@ -188,12 +188,14 @@ class Monitor(Callback):
         self._index = {name: i for i, name in enumerate(self._names)}
         infos = [activation_info(m) for _, m in self.layers]
         guarded = [i for i, info in enumerate(infos) if info is None]
-        self._statistics = LayerStatistics(self.layers, infos, self.every, histograms, self.bins)
+        # Layer index -> rank of its first call: the forward order, which the records list
+        # and the guard names the first non-finite layer by (registration order may differ).
+        self._forward_order: dict[int, int] = {}
+        self._statistics = LayerStatistics(
+            self.layers, infos, self.every, histograms, self.bins, self._forward_order
+        )
         self._ratios = UpdateRatios(self.every)
         self._loop = LoopFacts(model, self.layers, self.every)
-        # Layer index -> rank of its first call: the forward order, which the guard names
-        # the first non-finite layer by (registration order may differ from it).
-        self._forward_order: dict[int, int] = {}
         self._nonfinite = NonFiniteGuard(
             self._names,
             guarded if guarded else list(range(len(self.layers))),

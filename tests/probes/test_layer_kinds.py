@@ -1,10 +1,12 @@
 """The probes on every layer kind: default layers, tuple outputs, attention as one layer,
 LSTM/GRU gate saturation against a step-by-step reference, the first non-finite layer."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor, nn
-from transformers.pytorch_utils import Conv1D
 
 from babysit.nn.activations import SATURATION_DERIVATIVE_FRACTION
 from babysit.probes import activation_stats, select_layers
@@ -12,27 +14,9 @@ from babysit.probes.nonfinite import first_nonfinite_layer
 from babysit.probes.recurrent import gate_saturation
 from babysit.probes.trace import trace
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
 
-class Tagger(nn.Module):
-    """Embedding -> LSTM -> LayerNorm -> attention -> RMSNorm -> Conv1D -> Linear, with the
-    head registered first, so that registration order is not forward order."""
-
-    def __init__(self, vocab=20, width=8, classes=3):
-        super().__init__()
-        self.head = nn.Linear(width, classes)
-        self.embedding = nn.Embedding(vocab, width)
-        self.rnn = nn.LSTM(width, width, batch_first=True)
-        self.norm = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, 2, batch_first=True)
-        self.rms = nn.RMSNorm(width)
-        self.proj = Conv1D(width, width)
-        self.mask: Tensor | None = None
-
-    def forward(self, ids: Tensor) -> Tensor:
-        h, _ = self.rnn(self.embedding(ids))
-        h = self.norm(h)
-        a, _ = self.attn(h, h, h, attn_mask=self.mask)
-        return self.head(torch.relu(self.proj(self.rms(a))))[:, -1]
+from kinds import Tagger  # noqa: E402
 
 
 def _tagger(seed=0):
@@ -60,7 +44,8 @@ def test_activation_stats_of_an_lstm_are_those_of_its_output_sequence_in_forward
     assert by_name["rnn"].std == pytest.approx(float(sequence.std()), rel=1e-5)
     assert by_name["attn"].std == pytest.approx(float(attended.std()), rel=1e-5)
     assert by_name["rnn"].grad_std is not None and by_name["attn"].grad_std > 0
-    assert by_name["proj"].weight_std == pytest.approx(float(model.proj.weight.detach().std()), rel=1e-5)
+    weight_std = float(model.proj.weight.detach().std())
+    assert by_name["proj"].weight_std == pytest.approx(weight_std, rel=1e-5)
 
 
 def test_trace_records_attention_as_one_call_fed_by_the_norm():

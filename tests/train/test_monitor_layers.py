@@ -1,0 +1,125 @@
+"""The Monitor, the update ratios and the NaN reports on every layer kind of
+babysit.nn.layers: default layers in forward order, the first non-finite layer named inside
+recurrent and attention blocks, update ratios per layer against a hand computation."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from babysit.checks.initial_loss import check_initial_loss
+from babysit.checks.task import task_for
+from babysit.checks.training_run import _median_weight_ratio
+from babysit.train import Monitor
+from babysit.train.measuring import UpdateRatioLog
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
+
+from kinds import Tagger  # noqa: E402
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    ids = torch.randint(0, 20, (16, 6))
+    model = Tagger()
+    return model, ids, ids[:, 0] % 3, torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def _run(model, ids, y, optimizer, steps=6, plant=None, at=3, **kwargs):
+    with Monitor(model, optimizer, **kwargs) as mon:
+        for step in range(steps):
+            if step == at and plant is not None:
+                plant(model)
+            loss = nn.functional.cross_entropy(model(ids), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            mon.step(loss)
+    return mon
+
+
+def test_default_layers_are_every_kind_recorded_in_forward_order():
+    model, ids, y, optimizer = _setup()
+    mon = _run(model, ids, y, optimizer, steps=1)
+    layers = mon.history[0]["layers"]
+    names = ["embedding", "rnn", "norm", "attn", "rms", "proj", "head"]
+    assert [r["name"] for r in layers] == names
+    assert [r["depth"] for r in layers] == list(range(7))
+    assert all(r["grad_std"] is not None for r in layers[1:])
+    ratios = mon.history[0]["update_ratios"]
+    assert {"rnn.weight_hh_l0", "attn.in_proj_weight", "proj.weight", "rms.weight"} <= set(ratios)
+
+
+def _lstm_to_inf(model):
+    with torch.no_grad():
+        model.rnn.weight_ih_l0.fill_(float("inf"))
+
+
+def _nan_mask(model):
+    model.mask = torch.zeros(6, 6)
+    model.mask[1, 2] = float("nan")
+
+
+@pytest.mark.parametrize(("plant", "layer"), [(_lstm_to_inf, "rnn"), (_nan_mask, "attn")])
+def test_nan_is_blamed_on_the_first_layer_in_forward_order(plant, layer):
+    """The head is registered first and goes NaN too: the forward order names the culprit."""
+    model, ids, y, optimizer = _setup()
+    mon = _run(model, ids, y, optimizer, plant=plant)
+    (alert,) = mon.alerts
+    assert (alert["layer"], alert["where"], alert["onset_step"]) == (layer, "output", 4)
+    assert f"output of {layer} at step 4" in alert["message"]
+
+
+def test_nan_localisation_at_the_default_cadence_reads_back_no_more_often():
+    model, ids, y, optimizer = _setup()
+    mon = _run(model, ids, y, optimizer, steps=12, plant=_lstm_to_inf, at=7)
+    (alert,) = mon.alerts
+    assert (alert["layer"], alert["onset_step"]) == ("rnn", 8)
+
+
+def _group_ratio(before, after):
+    change = sum(float((a - b).norm()) ** 2 for b, a in zip(before, after, strict=True))
+    return math.sqrt(change) / math.sqrt(sum(float(b.norm()) ** 2 for b in before))
+
+
+def test_update_ratio_log_has_one_ratio_per_layer_equal_to_a_hand_computation():
+    model, ids, y, optimizer = _setup()
+    log = UpdateRatioLog(model)
+    groups = {
+        "head": ["head.weight"],
+        "embedding": ["embedding.weight"],
+        "rnn": ["rnn.weight_ih_l0", "rnn.weight_hh_l0"],
+        "norm": ["norm.weight", "norm.bias"],
+        "attn": ["attn.in_proj_weight", "attn.out_proj.weight"],
+        "rms": ["rms.weight"],
+        "proj": ["proj.weight"],
+    }
+    assert [name for name, _ in log.layers] == list(groups)
+    params = dict(model.named_parameters())
+    before = {n: p.detach().clone() for n, p in params.items()}
+    log.on_batch_begin(None)
+    loss = nn.functional.cross_entropy(model(ids), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    log.on_batch_end(None, loss.detach())
+    medians = log.medians()
+    for layer, names in groups.items():
+        expected = _group_ratio([before[n] for n in names], [params[n].detach() for n in names])
+        assert medians[layer] == pytest.approx(expected, rel=1e-4), layer
+
+
+def test_run_median_ratio_counts_recurrent_and_attention_weights():
+    ratios = {"rnn.weight_ih_l0": [1e-2], "rnn.weight_hh_l0": [1e-2], "fc.bias": [5.0]}
+    assert _median_weight_ratio(ratios) == pytest.approx(1e-2)
+
+
+def test_nan_loss_at_init_names_the_lstm_set_to_inf():
+    model, ids, y, _ = _setup()
+    _lstm_to_inf(model)
+    (found,) = check_initial_loss(model, ids, y, task_for(None))[0]
+    assert (found.code, found.layer) == ("NAN_LOSS", "rnn")
+    assert "first layer whose output is non-finite is rnn (LSTM, whose parameters" in found.message
