@@ -3,6 +3,7 @@ babysit.nn.layers: default layers in forward order, the first non-finite layer n
 recurrent and attention blocks, update ratios per layer against a hand computation."""
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -123,3 +124,12 @@ def test_nan_loss_at_init_names_the_lstm_set_to_inf():
     (found,) = check_initial_loss(model, ids, y, task_for(None))[0]
     assert (found.code, found.layer) == ("NAN_LOSS", "rnn")
     assert "first layer whose output is non-finite is rnn (LSTM, whose parameters" in found.message
+
+
+def test_the_documented_layer_kinds_example_prints_what_it_says(capsys):
+    text = (Path(__file__).parents[2] / "docs" / "monitor.md").read_text()
+    section = text.split("### Layer kinds", 1)[1].split("\n### ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    exec(compile(code, "docs/monitor.md", "exec"), {})
+    expected = code.rsplit("# ", 1)[1].strip()
+    assert capsys.readouterr().out.strip() == expected
