@@ -134,3 +134,51 @@ def test_zoo_transformers_and_recurrent_models_get_no_init_finding(name):
     x, y = case.data
     findings, _ = _audit(model, x[:32], y[:32])
     assert findings == [], [f.message for f in findings]
+
+
+class OwnRMSNorm(nn.Module):
+    """A model's own RMSNorm class (as transformers' LlamaRMSNorm): not torch's."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+
+
+def test_a_models_own_rmsnorm_counts_as_normalization():
+    from babysit.checks.architecture_audit import audit_architecture
+    from babysit.checks.task import task_for
+
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(6):
+        layers += [nn.Linear(16, 16), OwnRMSNorm(16), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(16, 3))
+    x = torch.randn(8, 16)
+    codes = {f.code for f in audit_architecture(trace(model, x), task_for(None), model(x))}
+    assert "NO_NORMALIZATION" not in codes
+
+
+def test_checkup_architecture_reads_the_layer_kinds():
+    import babysit as bs
+    from babysit.doctor import Budget
+
+    torch.manual_seed(0)
+    model = AttentionStack(width=16, depth=2)
+    x, y = torch.randn(64, 8, 16), torch.randint(0, 3, (64,))
+    budget = Budget(
+        audit_examples=32,
+        max_examples=64,
+        overfit_steps=2,
+        reg_steps=1,
+        learnable_steps=1,
+        range_steps=4,
+        lr_steps=4,
+        batch_size=16,
+    )
+    report = bs.checkup(model, (x, y), budget=budget)
+    kinds = report.measurements["architecture"]["layer_kinds"]
+    assert kinds == {"attention": 2, "linear": 1}
+    assert {s["name"] for s in report.measurements["layers"]} >= {"blocks.0", "blocks.1"}
