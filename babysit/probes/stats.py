@@ -25,6 +25,7 @@ __all__ = [
     "LayerStats",
     "activation_stats",
     "dead_fraction",
+    "gradient_values",
     "histogram",
     "histogram_between",
     "moments",
@@ -94,6 +95,12 @@ def saturated_fraction(output: Tensor, info: ActivationInfo) -> Tensor:
     """Fraction of outputs of a tanh/sigmoid layer where the unit is saturated (its local
     derivative is near zero, see activations.SATURATION_DERIVATIVE_FRACTION)."""
     return info.saturated(output.detach()).float().mean()
+
+
+def gradient_values(grad: Tensor) -> Tensor:
+    """The values of a gradient: itself, or the stored values of a sparse one (an
+    `nn.Embedding(sparse=True)`'s), whose norm and extremes are the same, zeros aside."""
+    return grad.coalesce().values() if grad.is_sparse else grad
 
 
 def update_ratios(before: Sequence[Tensor], after: Sequence[Tensor]) -> Tensor:
@@ -281,5 +288,5 @@ def _layer_stats(
     if isinstance(weight, Tensor) and weight.dim() >= 2:
         result.weight_std = float(weight.detach().float().std())
     if weight_grad is not None:
-        result.weight_grad_norm = float(torch.linalg.vector_norm(weight_grad))
+        result.weight_grad_norm = float(torch.linalg.vector_norm(gradient_values(weight_grad)))
     return result

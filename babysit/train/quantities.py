@@ -20,7 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from babysit.nn.activations import ActivationInfo
-from babysit.probes import dead_fraction, histogram_between, saturated_fraction, update_ratios
+from babysit.probes import (
+    dead_fraction,
+    gradient_values,
+    histogram_between,
+    saturated_fraction,
+    update_ratios,
+)
 from babysit.train.records import LAYER_FIELDS, all_finite, finite_or_none
 
 __all__ = [
@@ -168,7 +174,8 @@ class LayerStatistics(Quantity):
                 and weight.grad is not None
                 and (i, "weight_grad_norm") not in self._probe
             ):
-                self._probe[i, "weight_grad_norm"] = torch.linalg.vector_norm(weight.grad.float())
+                grad = gradient_values(weight.grad)
+                self._probe[i, "weight_grad_norm"] = torch.linalg.vector_norm(grad.float())
 
     def end_step(self, loss: Tensor) -> dict[Any, Tensor]:
         if not self.active:

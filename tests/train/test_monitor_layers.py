@@ -133,3 +133,27 @@ def test_the_documented_layer_kinds_example_prints_what_it_says(capsys):
     exec(compile(code, "docs/monitor.md", "exec"), {})
     expected = code.rsplit("# ", 1)[1].strip()
     assert capsys.readouterr().out.strip() == expected
+
+
+def _embedding_model(sparse: bool):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Embedding(20, 8, sparse=sparse), nn.Flatten(), nn.Linear(48, 3))
+
+
+def test_sparse_embedding_gradients_are_measured_like_dense_ones():
+    """nn.Embedding(sparse=True) has a sparse weight gradient: the Monitor and the init
+    audit's statistics read its norm from the stored values (the dense twin's reference)."""
+    from babysit.probes import activation_stats
+
+    ids = torch.randint(0, 20, (16, 6), generator=torch.Generator().manual_seed(1))
+    y = ids[:, 0] % 3
+    norms = {}
+    for sparse in (True, False):
+        model = _embedding_model(sparse)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        mon = _run(model, ids, y, optimizer, steps=2, every=1)
+        first = mon.history[0]["layers"][0]
+        stats = activation_stats(_embedding_model(sparse), ids, y)[0]
+        norms[sparse] = (first["weight_grad_norm"], stats.weight_grad_norm)
+        assert mon.history[1]["loop"]["stale_gradient"] == []
+    assert norms[True] == pytest.approx(norms[False], rel=1e-5)
