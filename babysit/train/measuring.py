@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from babysit.nn.layers import layer_weights, parameterised_layers
+from babysit.nn.layers import EMBEDDING, layer_weights, parameterised_layers
 from babysit.train.callbacks import Callback, TrainState
 
 __all__ = [
@@ -68,16 +68,21 @@ class UpdateRatioLog(Callback):
     back once at the end), for the layers whose weights train. Every kind of
     `babysit.nn.layers` counts; a layer's weights (`layer_weights`: an LSTM's input and
     recurrent matrices, an attention's input and output projections, a norm's gain and
-    shift) are one ratio, the norms taken over all of them together."""
+    shift) are one ratio, the norms taken over all of them together. An embedding's ratio is
+    taken over the rows the step changed: a step only looks up the tokens of its batch, so
+    over the whole table the ratio would shrink with the vocabulary, not with the rate."""
 
     def __init__(self, model: nn.Module):
         self.layers: list[tuple[str, list[Tensor]]] = []
+        tables: list[bool] = []
         for name, module in parameterised_layers(model):
             weights = [p for _, p in layer_weights(module) if p.requires_grad]
             if weights:
                 self.layers.append((name, weights))
+                tables += [isinstance(module, EMBEDDING)] * len(weights)
         self._flat = [p for _, group in self.layers for p in group]
         self._sizes = [len(group) for _, group in self.layers]
+        self._tables = tables
         self._before: list[Tensor] = []
         self._ratios: list[Tensor] = []
 
@@ -86,7 +91,9 @@ class UpdateRatioLog(Callback):
 
     def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
         if self.layers:
-            self._ratios.append(grouped_update_ratios(self._before, self._flat, self._sizes))
+            self._ratios.append(
+                grouped_update_ratios(self._before, self._flat, self._sizes, self._tables)
+            )
 
     def medians(self) -> dict[str, float]:
         if not self._ratios:
@@ -97,20 +104,28 @@ class UpdateRatioLog(Callback):
         return {name: m for (name, _), m in zip(self.layers, medians, strict=True)}
 
 
-def grouped_update_ratios(before: list[Tensor], after: list[Tensor], sizes: list[int]) -> Tensor:
+def _squares(before: Tensor, after: Tensor, table: bool) -> Tensor:
+    """[||dW||^2, ||W||^2], the latter over the changed rows only for a lookup table (a
+    mask, not an index: no host sync)."""
+    change = after.detach().float() - before.float()
+    if not table:
+        return torch.stack([change.square().sum(), before.float().square().sum()])
+    changed = change.ne(0).flatten(1).any(dim=1)
+    rows = before.float().flatten(1).square().sum(dim=1)
+    return torch.stack([change.square().sum(), (rows * changed).sum()])
+
+
+def grouped_update_ratios(
+    before: list[Tensor], after: list[Tensor], sizes: list[int], tables: list[bool] | None = None
+) -> Tensor:
     """||dW|| / ||W|| per group of consecutive tensors (`sizes` of them each), the norms over
-    the whole group: for one tensor a group, `babysit.probes.update_ratios`."""
+    the whole group: for one tensor a group, `babysit.probes.update_ratios`. A tensor marked
+    in `tables` (an embedding's) counts ||W|| over its changed rows; a group that did not
+    change at all gets 0."""
     eps = torch.finfo(torch.float32).tiny
+    tables = tables or [False] * len(before)
     squares = torch.stack(
-        [
-            torch.stack(
-                [
-                    torch.linalg.vector_norm(a.detach().float() - b.float()) ** 2,
-                    torch.linalg.vector_norm(b.float()) ** 2,
-                ]
-            )
-            for b, a in zip(before, after, strict=True)
-        ]
+        [_squares(b, a, t) for b, a, t in zip(before, after, tables, strict=True)]
     )
     groups = torch.repeat_interleave(
         torch.arange(len(sizes), device=squares.device),

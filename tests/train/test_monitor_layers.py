@@ -108,9 +108,32 @@ def test_update_ratio_log_has_one_ratio_per_layer_equal_to_a_hand_computation():
     optimizer.step()
     log.on_batch_end(None, loss.detach())
     medians = log.medians()
+    looked_up = ids.unique()  # plain SGD changes only these rows of the table
+    before["embedding.weight"] = before["embedding.weight"][looked_up]
+    params["embedding.weight"] = params["embedding.weight"][looked_up]
     for layer, names in groups.items():
         expected = _group_ratio([before[n] for n in names], [params[n].detach() for n in names])
         assert medians[layer] == pytest.approx(expected, rel=1e-4), layer
+
+
+def test_embedding_ratio_is_over_the_rows_looked_up_whatever_the_vocabulary():
+    ratios = []
+    for vocab in (20, 5000):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Embedding(20, 8), nn.Flatten(), nn.Linear(48, 3))
+        unused = torch.randn(vocab - 20, 8)  # rows no batch looks up
+        model[0] = nn.Embedding.from_pretrained(torch.cat([model[0].weight, unused]), False)
+        ids = torch.randint(0, 20, (16, 6), generator=torch.Generator().manual_seed(1))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        log = UpdateRatioLog(model)
+        log.on_batch_begin(None)
+        loss = nn.functional.cross_entropy(model(ids), ids[:, 0] % 3)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        log.on_batch_end(None, loss.detach())
+        ratios.append(log.medians()["0"])
+    assert ratios[0] == pytest.approx(ratios[1], rel=1e-5)
 
 
 def test_run_median_ratio_counts_recurrent_and_attention_weights():
