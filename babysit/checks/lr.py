@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from babysit.checks.findings import Finding
 from babysit.checks.runs import device_of, train_copy
 from babysit.checks.task import Task
+from babysit.data.batches import select
 from babysit.probes.nonfinite import first_nonfinite_layer
 from babysit.train import LOSS_ABORT_FACTOR, Callback, LossAbort, fit
 from babysit.train.measuring import LR_RANGE_START, LRRangeTest, UpdateRatioLog
@@ -218,10 +219,11 @@ def _short_run(
     )
     losses = history.step_loss
     stop = history.stop_reason or ""
-    if "nan" in stop or "inf" in stop:  # where it shows now, after the step that broke it
-        located = first_nonfinite_layer(net, x[: min(batch_size, len(x))])
-    else:
-        located = None
+    located = None
+    if "nan" in stop or "inf" in stop:
+        located = _locate_nonfinite(
+            model, net, x, y, task, lr, optimizer, len(losses) - 1, batch_size, seed
+        )
     head = [v for v in losses[:5] if math.isfinite(v)]
     tail = [v for v in losses[-10:] if math.isfinite(v)]
     first = float(np.mean(head)) if head else math.nan
@@ -237,6 +239,33 @@ def _short_run(
         "update_ratios": watch.medians() if watch is not None else {},
         "nonfinite_layer": located,
     }
+
+
+def _locate_nonfinite(
+    model, net, x, y, task, lr, optimizer, steps, batch_size, seed
+) -> dict[str, Any] | None:
+    """The first layer whose output is non-finite with the weights the non-finite loss was
+    computed with: the seeded run is replayed to the step before (paid only once a run has
+    gone non-finite); `net`, the weights after that step, when the replayed weights give
+    finite outputs on the first batch."""
+    batch = select(x, slice(0, batch_size))
+    replay = model
+    if steps > 0:
+        replay = copy.deepcopy(model)
+        fit(
+            replay,
+            (x, y),
+            epochs=1,
+            lr=lr,
+            optimizer=optimizer,
+            batch_size=min(batch_size, len(x)),
+            loss_fn=task.loss_fn,
+            device=device_of(model),
+            seed=seed,
+            max_steps=steps,
+        )
+    found = first_nonfinite_layer(replay, batch)
+    return found if found is not None else first_nonfinite_layer(net, batch)
 
 
 def check_lr(

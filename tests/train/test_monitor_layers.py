@@ -180,3 +180,60 @@ def test_sparse_embedding_gradients_are_measured_like_dense_ones():
         norms[sparse] = (first["weight_grad_norm"], stats.weight_grad_norm)
         assert mon.history[1]["loop"]["stale_gradient"] == []
     assert norms[True] == pytest.approx(norms[False], rel=1e-5)
+
+
+def test_short_run_gone_nan_names_the_first_non_finite_layer():
+    from babysit.checks.lr import check_lr
+
+    model, ids, y, _ = _setup()
+    _lstm_to_inf(model)
+    findings, measured = check_lr(
+        model,
+        ids,
+        y,
+        task_for(None),
+        lr=0.1,
+        suggestion=None,
+        optimizer="sgd",
+        steps=3,
+        batch_size=8,
+    )
+    (found,) = findings
+    assert (found.code, found.layer) == ("LR_TOO_HIGH", "rnn")
+    assert "the first layer with a non-finite output was rnn" in found.message
+    assert measured["run"]["nonfinite_layer"]["layer"] == "rnn"
+
+
+class BreaksAtThirdStep(Tagger):
+    """Its LSTM's weights go to inf on the third training forward pass: the step that
+    breaks it then spreads NaN into every weight, the embedding first."""
+
+    calls = 0
+
+    def forward(self, ids):
+        if self.training:
+            self.calls += 1
+            if self.calls == 3:
+                _lstm_to_inf(self)
+        return super().forward(ids)
+
+
+def test_short_run_nan_is_located_with_the_weights_before_the_step_that_broke_them():
+    from babysit.checks.lr import check_lr
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 20, (16, 6))
+    findings, measured = check_lr(
+        BreaksAtThirdStep(),
+        ids,
+        ids[:, 0] % 3,
+        task_for(None),
+        lr=0.1,
+        suggestion=None,
+        optimizer="sgd",
+        steps=6,
+        batch_size=16,
+    )
+    (found,) = findings
+    assert measured["run"]["stop"].startswith("loss became nan")
+    assert (found.code, found.layer) == ("LR_TOO_HIGH", "rnn")
