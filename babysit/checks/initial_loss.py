@@ -33,6 +33,30 @@ INIT_LOSS_RATIO_MAX = 2.5
 OUTPUT_SCALE_MAX = 5.0
 
 
+def _nan_loss(
+    model: nn.Module, x: Tensor, loss: float, note: str, measurement: dict[str, Any]
+) -> Finding:
+    """NAN_LOSS at init, naming the first layer whose output is non-finite."""
+    where = first_nonfinite_layer(model, x)
+    measurement["nonfinite_layer"] = where
+    at = (
+        f"; the first layer whose output is non-finite is {where['layer']} ({where['kind']}"
+        + (", whose parameters hold NaN/inf)" if where["nonfinite_parameters"] else ")")
+        if where is not None
+        else "; every layer's output is finite, so the loss function produced it"
+    )
+    return Finding(
+        "NAN_LOSS",
+        "error",
+        f"the loss is {loss} at init on finite inputs{note}: the model or the loss "
+        f"computes NaN/inf before any training{at}",
+        "look for log of 0, division by 0 or sqrt of a negative number in forward or "
+        "in the loss, and for layers whose outputs overflow",
+        measurement,
+        where["layer"] if where is not None else None,
+    )
+
+
 def check_initial_loss(
     model: nn.Module, x: Tensor, y: Tensor, task: Task, input_note: str = ""
 ) -> tuple[list[Finding], dict[str, Any]]:
@@ -53,27 +77,7 @@ def check_initial_loss(
         measurement["target_rms"] = float(y.float().square().mean().sqrt())
     note = f" ({input_note})" if input_note else ""
     if not math.isfinite(loss):
-        where = first_nonfinite_layer(model, x)
-        measurement["nonfinite_layer"] = where
-        at = (
-            f"; the first layer whose output is non-finite is {where['layer']} "
-            f"({where['kind']}"
-            + (", whose parameters hold NaN/inf)" if where["nonfinite_parameters"] else ")")
-            if where is not None
-            else "; every layer's output is finite, so the loss function produced it"
-        )
-        return [
-            Finding(
-                "NAN_LOSS",
-                "error",
-                f"the loss is {loss} at init on finite inputs{note}: the model or the loss "
-                f"computes NaN/inf before any training{at}",
-                "look for log of 0, division by 0 or sqrt of a negative number in forward or "
-                "in the loss, and for layers whose outputs overflow",
-                measurement,
-                where["layer"] if where is not None else None,
-            )
-        ], measurement
+        return [_nan_loss(model, x, loss, note, measurement)], measurement
     if expected is None or not math.isfinite(expected) or expected <= 0:
         measurement["skipped"] = f"no reference initial loss for {task.name}"
         return [], measurement
