@@ -13,7 +13,14 @@ from torch import Tensor, nn
 from babysit.checks.base import Check, Context, Found
 from babysit.checks.findings import Finding
 from babysit.checks.task import Task, class_dim
-from babysit.nn.layers import DROPOUT, LINEAR_PASS_THROUGH, NORMALIZATION, PLUMBING
+from babysit.nn.layers import (
+    DROPOUT,
+    LINEAR_PASS_THROUGH,
+    NORMALIZATION,
+    PLUMBING,
+    is_feature_normalization,
+    layer_kind,
+)
 from babysit.probes.trace import Trace
 
 __all__ = [
@@ -49,7 +56,10 @@ def audit_architecture(
     findings += _output_activation(trace, task, output, y)
     findings += _linear_stacks(trace)
     weights = {c.name for c in trace.weight_calls()}
-    has_norm = any(isinstance(c.module, NORMALIZATION) for c in trace.calls)
+    has_norm = any(
+        isinstance(c.module, NORMALIZATION) or is_feature_normalization(c.module)
+        for c in trace.calls
+    )
     if len(weights) >= NO_NORMALIZATION_MIN_LAYERS and not has_norm:
         findings.append(
             Finding(
@@ -262,8 +272,14 @@ class ArchitectureAudit(Check):
 
     def run(self, context: Context) -> Found:
         trace, output = context.trace, context.trace.output
+        kinds: dict[str, list[str]] = {}
+        for call in trace.calls:
+            kind = layer_kind(call.module)
+            if kind is not None and call.name not in kinds.setdefault(kind, []):
+                kinds[kind].append(call.name)
         structure = {
             "weight_layers": list(dict.fromkeys(c.name for c in trace.weight_calls())),
+            "layer_kinds": {kind: len(names) for kind, names in kinds.items()},
             "output_shape": list(output.shape[1:]),
         }
         found = audit_architecture(trace, context.task, output, context.batch_y)
@@ -273,8 +289,13 @@ class ArchitectureAudit(Check):
     needs = "weight_layers"
 
     def reads(self, a: dict[str, Any]) -> str:
+        others = ", ".join(
+            f"{n} {kind}"
+            for kind, n in (a.get("layer_kinds") or {}).items()
+            if kind not in ("linear", "conv", "conv1d_transposed")
+        )
         return (
-            f"{len(a['weight_layers'])} weight layer(s), output "
+            f"{len(a['weight_layers'])} weight layer(s){f' ({others})' if others else ''}, output "
             f"{tuple(a.get('output_shape') or [])} (no hidden sigmoid, raw scores into the loss, "
             f"a nonlinearity between linear maps)"
         )

@@ -15,7 +15,13 @@ from torch import Tensor, nn
 from babysit.checks.architecture_audit import group_names
 from babysit.checks.base import Check, Context, Figure, Found, fmt
 from babysit.checks.findings import Finding
-from babysit.nn.layers import WEIGHT_LAYERS
+from babysit.nn.layers import (
+    ATTENTION,
+    RECURRENT,
+    is_feature_normalization,
+    is_weight_layer,
+    weight_matrix,
+)
 from babysit.probes import LayerStats
 from babysit.probes.trace import Trace
 
@@ -71,8 +77,8 @@ def _units_stay_identical(layer: nn.Module, following: nn.Module | None) -> bool
     weights, so that their gradients (and so their updates) are identical too."""
     if following is None:
         return True
-    units = layer.weight.shape[0]
-    w = following.weight.detach()
+    units = weight_matrix(layer).shape[0]
+    w = weight_matrix(following).detach()
     if w.dim() < 2 or w.shape[1] % units:
         return False  # e.g. grouped conv: cannot tell, so do not claim it
     columns = w.reshape(w.shape[0], units, -1).transpose(0, 1).flatten(1)
@@ -86,7 +92,7 @@ def _symmetric_findings(trace: Trace) -> list[Finding]:
             order.append((call.name, call.module))
     stuck, soft = [], []
     for i, (name, layer) in enumerate(order[:-1]):
-        w = layer.weight
+        w = weight_matrix(layer)
         bias = getattr(layer, "bias", None)
         if not _identical_rows(w) or getattr(layer, "groups", 1) != 1:
             continue
@@ -149,6 +155,9 @@ def _init_fix(family: str) -> str:
         "tanh": "initialise with Xavier: babysit.nn.apply_init(model, 'xavier'), i.e. std = "
         "1 / sqrt(fan_in); or add BatchNorm; or LSUV (apply_init(model, 'lsuv', data=x))",
         "sigmoid": "replace sigmoid by ReLU (He init) or tanh (Xavier init); or add BatchNorm",
+        "recurrent": "keep PyTorch's init of recurrent layers (uniform +-1/sqrt(hidden size): "
+        "rnn.reset_parameters()), or orthogonal hidden-to-hidden weights (Saxe et al. 2014) "
+        "with Xavier input weights; do not scale them up",
     }.get(
         family,
         "use LSUV, which scales each layer to unit output variance whatever its activation "
@@ -183,17 +192,36 @@ def _hidden_activations(stats: Sequence[LayerStats], trace: Trace) -> list[Layer
     return sorted(hidden, key=lambda s: first_call[s.name])
 
 
+def _transform_names(trace: Trace) -> list[str]:
+    """The hidden layers that transform the signal, in forward order: weight layers (but the
+    last, the output layer), recurrent and attention layers."""
+    weights = list(dict.fromkeys(c.name for c in trace.weight_calls()))
+    hidden = set(weights[:-1])
+    return list(
+        dict.fromkeys(
+            c.name
+            for c in trace.calls
+            if c.name in hidden or isinstance(c.module, (*RECURRENT, *ATTENTION))
+        )
+    )
+
+
 def _depth_signal(
     stats: Sequence[LayerStats], trace: Trace
 ) -> tuple[list[LayerStats], list[int]] | None:
     """The layers whose outputs carry the signal through depth: hidden activations, or the
-    hidden weight layers when the activations are functional; with the per-example size of
-    each output (for gradient norms)."""
+    hidden weight, recurrent and attention layers when the activations are functional; with
+    the per-example size of each output (for gradient norms). Not the latter in a net with
+    LayerNorm/RMSNorm: there the signal is a residual stream rescaled by the norms, and the
+    outputs of the layers are branches into it, small by design (GPT-2 scales its output
+    projections by 1/sqrt(2 x layers)), so their ratio across depth says nothing; measured
+    on the zoo's healthy GPT-2 and BERT (tests/zoo): 0.08x forward, 4e-5x backward."""
     layers = _hidden_activations(stats, trace)
     if len(layers) < INIT_DEPTH_MIN_LAYERS:
-        weight_names = list(dict.fromkeys(c.name for c in trace.weight_calls()))[:-1]
+        if any(is_feature_normalization(c.module) for c in trace.calls):
+            return None
         by_name = {s.name: s for s in stats}
-        layers = [by_name[n] for n in weight_names if n in by_name]
+        layers = [by_name[n] for n in _transform_names(trace) if n in by_name]
     if len(layers) < INIT_DEPTH_MIN_LAYERS:
         return None
     shapes = {}
@@ -344,7 +372,10 @@ def _depth_findings(
 
 
 def _saturation_findings(stats: Sequence[LayerStats], trace: Trace, note: str) -> list[Finding]:
-    hidden = {s.name for s in _hidden_activations(stats, trace)}
+    """Saturated hidden tanh/sigmoid layers, and recurrent layers (tanh RNN, LSTM, GRU:
+    their output near +-1 means saturated gates and state, wherever they sit)."""
+    recurrent = {c.name for c in trace.calls if isinstance(c.module, RECURRENT)}
+    hidden = {s.name for s in _hidden_activations(stats, trace)} | recurrent
     saturated = [
         s
         for s in stats
@@ -356,6 +387,8 @@ def _saturation_findings(stats: Sequence[LayerStats], trace: Trace, note: str) -
         return []
     worst = max(saturated, key=lambda s: s.saturated_fraction or 0)
     family = "sigmoid" if any(s.activation == "sigmoid" for s in saturated) else "tanh"
+    if saturated[0].name in recurrent:
+        family = "recurrent"
     return [
         Finding(
             "INIT_SATURATED",
@@ -380,7 +413,7 @@ def _bias_before(trace: Trace, name: str) -> tuple[str, float] | None:
     for call in trace.calls:
         if call.name == name:
             before = trace.previous_real(call.index)
-            if before is not None and isinstance(before.module, WEIGHT_LAYERS):
+            if before is not None and is_weight_layer(before.module):
                 bias = getattr(before.module, "bias", None)
                 if bias is not None:
                     return before.name, float(bias.detach().mean())

@@ -13,6 +13,7 @@ from babysit.checks.base import Check, Context, Found, fmt
 from babysit.checks.findings import Finding
 from babysit.checks.task import Task, class_dim
 from babysit.probes import preserved
+from babysit.probes.nonfinite import first_nonfinite_layer
 
 __all__ = ["INIT_LOSS_RATIO_MAX", "OUTPUT_SCALE_MAX", "InitialLossCheck", "check_initial_loss"]
 
@@ -30,6 +31,30 @@ INIT_LOSS_RATIO_MAX = 2.5
 # choice: MSE at init is then > 26x that of predicting 0). Measured: He MLPs give 0.5-2.2x
 # (MSE on one-hot targets 2.2x), a last layer 20x too large 44x.
 OUTPUT_SCALE_MAX = 5.0
+
+
+def _nan_loss(
+    model: nn.Module, x: Tensor, loss: float, note: str, measurement: dict[str, Any]
+) -> Finding:
+    """NAN_LOSS at init, naming the first layer whose output is non-finite."""
+    where = first_nonfinite_layer(model, x)
+    measurement["nonfinite_layer"] = where
+    at = (
+        f"; the first layer whose output is non-finite is {where['layer']} ({where['kind']}"
+        + (", whose parameters hold NaN/inf)" if where["nonfinite_parameters"] else ")")
+        if where is not None
+        else "; every layer's output is finite, so the loss function produced it"
+    )
+    return Finding(
+        "NAN_LOSS",
+        "error",
+        f"the loss is {loss} at init on finite inputs{note}: the model or the loss "
+        f"computes NaN/inf before any training{at}",
+        "look for log of 0, division by 0 or sqrt of a negative number in forward or "
+        "in the loss, and for layers whose outputs overflow",
+        measurement,
+        where["layer"] if where is not None else None,
+    )
 
 
 def check_initial_loss(
@@ -52,17 +77,7 @@ def check_initial_loss(
         measurement["target_rms"] = float(y.float().square().mean().sqrt())
     note = f" ({input_note})" if input_note else ""
     if not math.isfinite(loss):
-        return [
-            Finding(
-                "NAN_LOSS",
-                "error",
-                f"the loss is {loss} at init on finite inputs{note}: the model or the loss "
-                f"computes NaN/inf before any training",
-                "look for log of 0, division by 0 or sqrt of a negative number in forward or "
-                "in the loss, and for layers whose outputs overflow",
-                measurement,
-            )
-        ], measurement
+        return [_nan_loss(model, x, loss, note, measurement)], measurement
     if expected is None or not math.isfinite(expected) or expected <= 0:
         measurement["skipped"] = f"no reference initial loss for {task.name}"
         return [], measurement

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from babysit.checks.findings import Finding
 from babysit.checks.runs import device_of, train_copy
 from babysit.checks.task import Task
+from babysit.data.batches import select
+from babysit.probes.nonfinite import first_nonfinite_layer
 from babysit.train import LOSS_ABORT_FACTOR, Callback, LossAbort, fit
 from babysit.train.measuring import LR_RANGE_START, LRRangeTest, UpdateRatioLog
 
@@ -216,6 +218,12 @@ def _short_run(
         max_steps=steps,
     )
     losses = history.step_loss
+    stop = history.stop_reason or ""
+    located = None
+    if "nan" in stop or "inf" in stop:
+        located = _locate_nonfinite(
+            model, net, x, y, task, lr, optimizer, len(losses) - 1, batch_size, seed
+        )
     head = [v for v in losses[:5] if math.isfinite(v)]
     tail = [v for v in losses[-10:] if math.isfinite(v)]
     first = float(np.mean(head)) if head else math.nan
@@ -229,7 +237,35 @@ def _short_run(
         "last_loss": last,
         "decrease": (first - last) / first if first > 0 and math.isfinite(last) else math.nan,
         "update_ratios": watch.medians() if watch is not None else {},
+        "nonfinite_layer": located,
     }
+
+
+def _locate_nonfinite(
+    model, net, x, y, task, lr, optimizer, steps, batch_size, seed
+) -> dict[str, Any] | None:
+    """The first layer whose output is non-finite with the weights the non-finite loss was
+    computed with: the seeded run is replayed to the step before (paid only once a run has
+    gone non-finite); `net`, the weights after that step, when the replayed weights give
+    finite outputs on the first batch."""
+    batch = select(x, slice(0, batch_size))
+    replay = model
+    if steps > 0:
+        replay = copy.deepcopy(model)
+        fit(
+            replay,
+            (x, y),
+            epochs=1,
+            lr=lr,
+            optimizer=optimizer,
+            batch_size=min(batch_size, len(x)),
+            loss_fn=task.loss_fn,
+            device=device_of(model),
+            seed=seed,
+            max_steps=steps,
+        )
+    found = first_nonfinite_layer(replay, batch)
+    return found if found is not None else first_nonfinite_layer(net, batch)
 
 
 def check_lr(
@@ -283,17 +319,24 @@ def check_lr(
             return findings, measurement
         code = "LR_TOO_HIGH" if lr is not None else "NAN_LOSS"
         source = "the given" if lr is not None else "the suggested (and lowered)"
+        where = run.get("nonfinite_layer")
         findings.append(
             Finding(
                 code,
                 "error",
                 f"at {source} lr {chosen:g} ({optimizer}) the {run['stop']} "
                 f"(CS231n: a cost above 3x the original, or NaN, means the learning rate is "
-                f"too high)",
+                f"too high)"
+                + (
+                    f"; then the first layer with a non-finite output was {where['layer']}"
+                    if where
+                    else ""
+                ),
                 "lower the learning rate"
                 + (f"; the range test suggests {suggestion:.3g}" if suggestion and lr else "")
                 + "; check the data and the model for values that overflow",
-                {"lr": chosen, "stop": run["stop"], "suggestion": suggestion},
+                {"lr": chosen, "stop": run["stop"], "suggestion": suggestion, "nonfinite": where},
+                where["layer"] if where else None,
             )
         )
         return findings, measurement

@@ -216,7 +216,7 @@ def _median_weight_ratio(ratios: dict[str, list[float | None]]) -> float | None:
     values = [
         v
         for name, series in ratios.items()
-        if name.endswith("weight")
+        if "weight" in name.rsplit(".", 1)[-1]  # weight, in_proj_weight, an LSTM's weight_ih_l0
         for v in series
         if v is not None and v > 0
     ]

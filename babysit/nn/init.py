@@ -13,7 +13,14 @@ import torch
 from torch import Tensor, nn
 
 from babysit.nn.activations import activation_info
-from babysit.nn.layers import PASS_THROUGH, WEIGHT_LAYERS
+from babysit.nn.layers import (
+    ATTENTION,
+    PASS_THROUGH,
+    WEIGHT_LAYERS,
+    is_parameterised,
+    is_weight_layer,
+    weight_matrix,
+)
 
 __all__ = [
     "INIT_SCHEMES",
@@ -123,8 +130,9 @@ def orthogonal_(
 
 
 def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The Linear/Conv layers of a model, with their names, in registration order."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+    """The Linear/Conv layers of a model (and transformers' Conv1D), with their names, in
+    registration order."""
+    return [(name, m) for name, m in model.named_modules() if is_weight_layer(m)]
 
 
 def _leaves(model: nn.Module) -> Iterator[nn.Module]:
@@ -142,7 +150,7 @@ def _following_gains(model: nn.Module) -> dict[nn.Module, float | None]:
     gains: dict[nn.Module, float | None] = {}
     pending: nn.Module | None = None
     for m in _leaves(model):
-        if isinstance(m, WEIGHT_LAYERS):
+        if is_weight_layer(m):
             if pending is not None:
                 gains[pending] = None
             pending = m
@@ -176,7 +184,7 @@ def lsuv_(
         raise ValueError("LSUV found no Linear/Conv layer in the model")
     saved_buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     for _, layer in layers:
-        orthogonal_(layer.weight)
+        orthogonal_(weight_matrix(layer))
         if layer.bias is not None:
             nn.init.zeros_(layer.bias)
 
@@ -267,6 +275,13 @@ def apply_init(
     The gain of he/orthogonal comes from the activation each layer feeds (sqrt(2) before a
     ReLU, 5/3 before tanh, 1 before nothing, e.g. the logits). `nonlinearity` overrides that
     for every layer but the last. `lsuv` needs `data`, a batch of inputs. Returns the model.
+
+    Other layer kinds: transformers' Conv1D is a Linear stored (in, out) and is set like
+    one; MultiheadAttention's input projection (`in_proj_weight`, a Linear from E to 3E) gets
+    the scheme with gain 1, its `out_proj` is a Linear; Embedding, RNN/LSTM/GRU and
+    normalization layers keep their own init (a lookup table has no fan-in, and the gates of
+    a recurrent cell are not one activation), except under "torch", which resets every
+    layer to PyTorch's defaults.
     """
     if scheme == "lsuv":
         if data is None:
@@ -277,18 +292,36 @@ def apply_init(
         raise ValueError(
             f"unknown init scheme {scheme!r}; choose one of {', '.join(sorted(INIT_SCHEMES))}"
         )
+    if scheme == "torch":
+        for m in model.modules():
+            if (is_parameterised(m) or isinstance(m, WEIGHT_LAYERS)) and hasattr(
+                m, "reset_parameters"
+            ):
+                m.reset_parameters()
+        return model
     layers = weight_layers(model)
     gains = _following_gains(model)
     override = activation_info(nonlinearity).gain if nonlinearity else None
     with torch.no_grad():
         for i, (_, layer) in enumerate(layers):
-            if scheme == "torch":
-                layer.reset_parameters()
-                continue
             gain = gains.get(layer)
             if override is not None and i < len(layers) - 1:
                 gain = override
-            SCHEMES[scheme](layer.weight, gain)
+            SCHEMES[scheme](weight_matrix(layer), gain)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+        for m in model.modules():
+            if isinstance(m, ATTENTION):
+                _init_attention_projection(m, scheme)
     return model
+
+
+def _init_attention_projection(attention: nn.MultiheadAttention, scheme: str) -> None:
+    """The input projection of a MultiheadAttention, packed (3E, E) or as q/k/v weights."""
+    weights = [attention.in_proj_weight]
+    if weights[0] is None:
+        weights = [attention.q_proj_weight, attention.k_proj_weight, attention.v_proj_weight]
+    for weight in weights:
+        SCHEMES[scheme](weight, None)
+    if attention.in_proj_bias is not None:
+        nn.init.zeros_(attention.in_proj_bias)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from babysit.nn.activations import activation_info
-from babysit.nn.init import WEIGHT_LAYERS
+from babysit.nn.layers import is_parameterised, layer_output, run_by_parent
 
 __all__ = ["Hooks", "preserved", "select_layers"]
 
@@ -27,14 +27,20 @@ def select_layers(
 ) -> list[tuple[str, nn.Module]]:
     """The (name, module) pairs to probe, in registration (usually forward) order.
 
-    By default every Linear/Conv layer and every activation module babysit recognises;
-    otherwise the modules whose name is in `layers` or whose type is one of its types.
+    By default every parameterised layer of the kinds in `babysit.nn.layers` (Linear/Conv,
+    transformers' Conv1D, Embedding, RNN/LSTM/GRU, MultiheadAttention, normalization) and
+    every activation module babysit recognises, but not the children of a layer that runs
+    them itself (MultiheadAttention's out_proj); otherwise the modules whose name is in
+    `layers` or whose type is one of its types.
     """
     if layers is None:
+        inside = run_by_parent(model)
         return [
             (name, m)
             for name, m in model.named_modules()
-            if name and (isinstance(m, WEIGHT_LAYERS) or activation_info(m) is not None)
+            if name
+            and name not in inside
+            and (is_parameterised(m) or activation_info(m) is not None)
         ]
     wanted = list(layers)
     names = {w for w in wanted if isinstance(w, str)}
@@ -58,7 +64,9 @@ class Hooks:
     `backward(name, module, grad_output)` when the gradient w.r.t. that output is computed.
 
     The backward hook is a tensor hook on the layer's output, registered from the forward
-    hook, so it works with in-place activations where module backward hooks do not.
+    hook, so it works with in-place activations where module backward hooks do not. A layer
+    returning a tuple (an RNN, attention) is seen through its first tensor
+    (`babysit.nn.layers.layer_output`).
     Use as a context manager; `remove()` detaches everything.
     """
 
@@ -79,8 +87,9 @@ class Hooks:
             )
 
     def _make_hook(self, name: str, forward: ForwardFn | None, backward: BackwardFn | None):
-        def hook(module: nn.Module, _inputs: tuple, output: Tensor) -> None:
-            if not isinstance(output, Tensor):
+        def hook(module: nn.Module, _inputs: tuple, result: object) -> None:
+            output = layer_output(result)
+            if output is None:
                 return
             if forward is not None:
                 forward(name, module, output)

@@ -16,17 +16,21 @@ import torch
 from torch import Tensor, nn
 
 from babysit.nn.activations import ActivationInfo, activation_info
+from babysit.nn.layers import RECURRENT
 from babysit.probes.hooks import Hooks, preserved, select_layers
+from babysit.probes.recurrent import gate_saturation
 
 __all__ = [
     "HISTOGRAM_BINS",
     "LayerStats",
     "activation_stats",
     "dead_fraction",
+    "gradient_values",
     "histogram",
     "histogram_between",
     "moments",
     "saturated_fraction",
+    "saturation_info",
     "update_ratios",
 ]
 
@@ -93,6 +97,12 @@ def saturated_fraction(output: Tensor, info: ActivationInfo) -> Tensor:
     return info.saturated(output.detach()).float().mean()
 
 
+def gradient_values(grad: Tensor) -> Tensor:
+    """The values of a gradient: itself, or the stored values of a sparse one (an
+    `nn.Embedding(sparse=True)`'s), whose norm and extremes are the same, zeros aside."""
+    return grad.coalesce().values() if grad.is_sparse else grad
+
+
 def update_ratios(before: Sequence[Tensor], after: Sequence[Tensor]) -> Tensor:
     """||W_after - W_before|| / ||W_before|| per parameter tensor: the update/weight ratio.
 
@@ -147,8 +157,10 @@ def activation_stats(
     bins: int = HISTOGRAM_BINS,
 ) -> list[LayerStats]:
     """One forward pass of `x` (and, given targets `y`, one backward pass of the loss),
-    returning per-layer statistics in forward order: the lecture's "look at the activation
-    distributions at every layer" experiment as a function.
+    returning per-layer statistics in forward order (the order of each layer's first call;
+    `depth` is that position): the lecture's "look at the activation distributions at every
+    layer" experiment as a function. A recurrent layer's statistics are those of its output
+    sequence, an attention layer's those of its output (not its weights).
 
     The model is run in training mode, as it trains, and is left exactly as it was: mode,
     BatchNorm running statistics and parameter gradients are restored (see `preserved`).
@@ -165,35 +177,65 @@ def activation_stats(
     def keep_grad(name: str, _module: nn.Module, grad: Tensor) -> None:
         grads.setdefault(name, grad.detach())
 
-    weight_grads: dict[str, Tensor] = {}
-    with preserved(model):
-        model.train()
-        backward = keep_grad if y is not None else None
-        with (
-            Hooks(chosen, forward=keep_output, backward=backward),
-            torch.set_grad_enabled(y is not None),
-        ):
-            logits = model(x)
-            if y is not None:
-                loss = _as_loss_fn(loss_fn)(logits, y)
-                weights = [m.weight for _, m in chosen if _trainable_weight(m)]
-                if loss.requires_grad:
-                    found = torch.autograd.grad(loss, weights, allow_unused=True)
-                    owners = [name for name, m in chosen if _trainable_weight(m)]
-                    weight_grads = {
-                        n: g for n, g in zip(owners, found, strict=True) if g is not None
-                    }
+    gates: dict[str, Tensor] = {}
+    watched = [(n, m) for n, m in chosen if isinstance(m, RECURRENT)]
 
-    stats = []
-    for depth, (name, module) in enumerate(chosen):
-        if name not in outputs:
-            continue  # not reached by this forward pass
-        stats.append(
-            _layer_stats(
-                name, module, depth, outputs[name], grads.get(name), weight_grads.get(name), bins
-            )
+    def keep_gates(name: str):
+        def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+            if name not in gates:
+                found = gate_saturation(module, inputs, output)
+                if found is not None:
+                    gates[name] = found
+
+        return hook
+
+    handles = [m.register_forward_hook(keep_gates(n)) for n, m in watched]
+    weight_grads: dict[str, Tensor] = {}
+    try:
+        with preserved(model):
+            model.train()
+            backward = keep_grad if y is not None else None
+            with (
+                Hooks(chosen, forward=keep_output, backward=backward),
+                torch.set_grad_enabled(y is not None),
+            ):
+                logits = model(x)
+                if y is not None:
+                    loss = _as_loss_fn(loss_fn)(logits, y)
+                    weights = [m.weight for _, m in chosen if _trainable_weight(m)]
+                    if loss.requires_grad:
+                        found = torch.autograd.grad(loss, weights, allow_unused=True)
+                        owners = [name for name, m in chosen if _trainable_weight(m)]
+                        weight_grads = {
+                            n: g for n, g in zip(owners, found, strict=True) if g is not None
+                        }
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    modules = dict(chosen)
+    stats = [  # `outputs` holds the layers reached by this pass, in the order of first calls
+        _layer_stats(
+            name, modules[name], depth, output, grads.get(name), weight_grads.get(name), bins
         )
+        for depth, (name, output) in enumerate(outputs.items())
+    ]
+    for s in stats:
+        if s.name in gates:  # an LSTM/GRU: its gates saturate before its output shows it
+            s.saturated_fraction = max(s.saturated_fraction or 0.0, float(gates[s.name]))
     return stats
+
+
+def saturation_info(module: nn.Module) -> ActivationInfo | None:
+    """How a layer saturates, read off its output: an activation's own; a tanh RNN, an LSTM
+    or a GRU as tanh (their output h = tanh(.), o * tanh(c) or a gated mix of tanh values, in
+    (-1, 1); |h| near 1 means saturated units, gates or state); None otherwise."""
+    info = activation_info(module)
+    if info is not None:
+        return info
+    if isinstance(module, RECURRENT) and getattr(module, "nonlinearity", "tanh") == "tanh":
+        return activation_info("tanh")
+    return None
 
 
 def _trainable_weight(m: nn.Module) -> bool:
@@ -236,8 +278,9 @@ def _layer_stats(
     )
     if info is not None and info.can_die:
         result.dead_fraction = float(dead_fraction(output))
-    if info is not None and info.derivative is not None:
-        result.saturated_fraction = float(saturated_fraction(output, info))
+    saturating = saturation_info(module)
+    if saturating is not None and saturating.derivative is not None:
+        result.saturated_fraction = float(saturated_fraction(output, saturating))
     if grad is not None:
         result.grad_nonfinite = not bool(torch.isfinite(grad).all())
         result.grad_std = float(grad.float().std()) if grad.numel() > 1 else 0.0
@@ -245,5 +288,5 @@ def _layer_stats(
     if isinstance(weight, Tensor) and weight.dim() >= 2:
         result.weight_std = float(weight.detach().float().std())
     if weight_grad is not None:
-        result.weight_grad_norm = float(torch.linalg.vector_norm(weight_grad))
+        result.weight_grad_norm = float(torch.linalg.vector_norm(gradient_values(weight_grad)))
     return result

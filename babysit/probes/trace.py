@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from babysit.nn.layers import PASS_THROUGH, WEIGHT_LAYERS
+from babysit.nn.layers import PASS_THROUGH, is_atomic, is_weight_layer, layer_output
 from babysit.probes.hooks import preserved
 
 __all__ = ["MODEL_INPUT", "Call", "Trace", "trace"]
@@ -36,7 +36,7 @@ class Call:
 
     @property
     def is_weight(self) -> bool:
-        return isinstance(self.module, WEIGHT_LAYERS)
+        return is_weight_layer(self.module)
 
 
 @dataclass
@@ -102,21 +102,36 @@ class Trace:
 
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if not list(m.children())]
+    """The modules that run as one layer: leaves, and layers such as MultiheadAttention that
+    run their children's parameters themselves (their children are left out)."""
+    found: list[tuple[str, nn.Module]] = []
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        children = list(module.named_children())
+        if not children or (prefix and is_atomic(module)):
+            found.append((prefix, module))
+            return
+        for name, child in children:
+            visit(f"{prefix}.{name}" if prefix else name, child)
+
+    visit("", model)
+    return found
 
 
 def trace(model: nn.Module, x: Tensor) -> Trace:
     """Run `x` through `model` once (training mode, no gradients, model left as found) and
-    record the leaf-module calls and the output. The first weight layer's input is kept: it
-    is what the network actually sees of the data, after any normalization inside the model.
-    Whatever the model raises propagates."""
+    record the leaf-module calls and the output. A layer returning a tuple (an RNN's
+    (output, state), attention's (output, weights)) is recorded by its first tensor. The
+    first weight layer's input is kept: it is what the network actually sees of the data,
+    after any normalization inside the model. Whatever the model raises propagates."""
     producer: dict[int, int] = {id(x): MODEL_INPUT}
     alive: list[Tensor] = [x]  # keep the tensors alive so that their ids stay unique
     calls: list[Call] = []
     first_input: list[Tensor] = []
 
     def hook(name: str):
-        def record(module: nn.Module, inputs: tuple, output: object) -> None:
+        def record(module: nn.Module, inputs: tuple, result: object) -> None:
+            output = layer_output(result)
             sources = [producer.get(id(t)) for t in inputs if isinstance(t, Tensor)]
             shape = tuple(output.shape) if isinstance(output, Tensor) else ()
             call = Call(len(calls), name, module, sources, shape)

@@ -27,7 +27,9 @@ def _alert(record: dict[str, Any], guard: str, **details: Any) -> None:
 class NonFiniteGuard(Quantity):
     """Every step, the min and max of each guarded layer's output and of the gradient w.r.t.
     it (NaN propagates through both); when the loss is NaN/inf, the alert names the first
-    non-finite value of the run of consecutive steps that led to it.
+    non-finite value of the run of consecutive steps that led to it: of a step, the first
+    layer output in forward order (`order`, the rank of each layer's first call), else the
+    deepest gradient.
 
     `guarded` are the indices of the layers that can turn finite values into NaN/inf: a
     recognised activation cannot (its function and its derivative are finite on finite
@@ -36,9 +38,16 @@ class NonFiniteGuard(Quantity):
     """
 
     def __init__(
-        self, names: list[str], guarded: list[int], sample: int | None, compiled: bool = False
+        self,
+        names: list[str],
+        guarded: list[int],
+        sample: int | None,
+        compiled: bool = False,
+        order: dict[int, int] | None = None,
     ):
         self.names, self.guarded, self.sample = names, guarded, sample
+        # layer index -> rank of its first call in a step, filled in by the Monitor's hooks
+        self.order = order if order is not None else {}
         self.compiled = compiled  # layer outputs inside a compiled graph are not seen
         self._is_guarded = [i in guarded for i in range(len(names))]
         self._outputs: dict[int, tuple[Tensor, Tensor]] = {}
@@ -83,10 +92,12 @@ class NonFiniteGuard(Quantity):
         bad_grad = [not all_finite(extremes[2 * (n + j) : 2 * (n + j) + 2]) for j in range(n)]
         # The run of consecutive steps with a non-finite layer value: its first step is where
         # the trouble started (a NaN gradient at step k makes every output NaN from step k+1).
-        first_output = next((j for j, bad in enumerate(bad_output) if bad), None)
+        unseen = len(self.names)
+        forward = sorted(range(n), key=lambda j: self.order.get(self.guarded[j], unseen + j))
+        first_output = next((j for j in forward if bad_output[j]), None)
         # Backward runs from the loss towards the input: the first gradient to go non-finite
         # is the deepest one.
-        last_grad = next((j for j in reversed(range(n)) if bad_grad[j]), None)
+        last_grad = next((j for j in reversed(forward) if bad_grad[j]), None)
         if first_output is not None:
             now = (step, self.names[self.guarded[first_output]], "output")
         elif last_grad is not None:

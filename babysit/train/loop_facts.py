@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from babysit.nn.layers import DROPOUT
+from babysit.probes import gradient_values
 from babysit.train.quantities import Quantity, Schedule, Values
 
 __all__ = ["MODE_LAYERS", "LoopFacts"]
@@ -66,7 +67,11 @@ class LoopFacts(Quantity):
     def on_gradient(self, i, part, low, high) -> None:
         self._armed.discard(i)
         grad = self.weights[i].grad
-        self._stale[i] = None if grad is None else grad.detach().abs().amax() > 0
+        if grad is None:
+            self._stale[i] = None
+            return
+        values = gradient_values(grad.detach())  # a sparse gradient: its stored values
+        self._stale[i] = (values.abs() > 0).any()
 
     def before_update(self) -> None:
         if self.optimizer is None or not self.schedule.due(self.optimizer_steps + 1):

@@ -8,8 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from babysit.nn.init import weight_layers
-from babysit.probes import update_ratios
+from babysit.nn.layers import EMBEDDING, layer_weights, parameterised_layers
 from babysit.train.callbacks import Callback, TrainState
 
 __all__ = [
@@ -65,22 +64,36 @@ class LRRangeTest(Callback):
 
 
 class UpdateRatioLog(Callback):
-    """Per weight layer, ||W_after - W_before|| / ||W_before|| at every step (device tensors,
-    read back once at the end), for the layers whose weights train."""
+    """Per layer, ||W_after - W_before|| / ||W_before|| at every step (device tensors, read
+    back once at the end), for the layers whose weights train. Every kind of
+    `babysit.nn.layers` counts; a layer's weights (`layer_weights`: an LSTM's input and
+    recurrent matrices, an attention's input and output projections, a norm's gain and
+    shift) are one ratio, the norms taken over all of them together. An embedding's ratio is
+    taken over the rows the step changed: a step only looks up the tokens of its batch, so
+    over the whole table the ratio would shrink with the vocabulary, not with the rate."""
 
     def __init__(self, model: nn.Module):
-        self.layers = [
-            (name, m.weight) for name, m in weight_layers(model) if m.weight.requires_grad
-        ]
+        self.layers: list[tuple[str, list[Tensor]]] = []
+        tables: list[bool] = []
+        for name, module in parameterised_layers(model):
+            weights = [p for _, p in layer_weights(module) if p.requires_grad]
+            if weights:
+                self.layers.append((name, weights))
+                tables += [isinstance(module, EMBEDDING)] * len(weights)
+        self._flat = [p for _, group in self.layers for p in group]
+        self._sizes = [len(group) for _, group in self.layers]
+        self._tables = tables
         self._before: list[Tensor] = []
         self._ratios: list[Tensor] = []
 
     def on_batch_begin(self, state: TrainState) -> None:
-        self._before = [w.detach().clone() for _, w in self.layers]
+        self._before = [w.detach().clone() for w in self._flat]
 
     def on_batch_end(self, state: TrainState, loss: Tensor) -> None:
         if self.layers:
-            self._ratios.append(update_ratios(self._before, [w for _, w in self.layers]))
+            self._ratios.append(
+                grouped_update_ratios(self._before, self._flat, self._sizes, self._tables)
+            )
 
     def medians(self) -> dict[str, float]:
         if not self._ratios:
@@ -89,3 +102,34 @@ class UpdateRatioLog(Callback):
         ratios = torch.where(torch.isfinite(ratios), ratios, torch.full_like(ratios, math.nan))
         medians = ratios.nanmedian(dim=0).values.tolist()
         return {name: m for (name, _), m in zip(self.layers, medians, strict=True)}
+
+
+def _squares(before: Tensor, after: Tensor, table: bool) -> Tensor:
+    """[||dW||^2, ||W||^2], the latter over the changed rows only for a lookup table (a
+    mask, not an index: no host sync)."""
+    change = after.detach().float() - before.float()
+    if not table:
+        return torch.stack([change.square().sum(), before.float().square().sum()])
+    changed = change.ne(0).flatten(1).any(dim=1)
+    rows = before.float().flatten(1).square().sum(dim=1)
+    return torch.stack([change.square().sum(), (rows * changed).sum()])
+
+
+def grouped_update_ratios(
+    before: list[Tensor], after: list[Tensor], sizes: list[int], tables: list[bool] | None = None
+) -> Tensor:
+    """||dW|| / ||W|| per group of consecutive tensors (`sizes` of them each), the norms over
+    the whole group: for one tensor a group, `babysit.probes.update_ratios`. A tensor marked
+    in `tables` (an embedding's) counts ||W|| over its changed rows; a group that did not
+    change at all gets 0."""
+    eps = torch.finfo(torch.float32).tiny
+    tables = tables or [False] * len(before)
+    squares = torch.stack(
+        [_squares(b, a, t) for b, a, t in zip(before, after, tables, strict=True)]
+    )
+    groups = torch.repeat_interleave(
+        torch.arange(len(sizes), device=squares.device),
+        torch.tensor(sizes, device=squares.device),
+    )
+    sums = torch.zeros(len(sizes), 2, device=squares.device).index_add_(0, groups, squares)
+    return sums[:, 0].sqrt() / sums[:, 1].sqrt().clamp_min(eps)

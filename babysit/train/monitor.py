@@ -10,9 +10,11 @@
 It records the loss of every step; on probe steps (the first step, then every `every`
 steps) the per-layer activation and gradient statistics and the per-parameter
 update/weight ratio; and it guards the run: a non-finite loss is reported with the layer
-whose outputs (or gradients) first became non-finite, and a loss above `abort_factor` x the
-first step's loss is flagged (CS231n notes, Part 3: "if the cost is ever > 3 * original
-cost, break out early"). It measures; judging the numbers is left to `babysit.checks`.
+whose outputs (or gradients) first became non-finite, the first in forward order (an RNN's
+or attention's output is its first tensor: the output sequence, the attended values), and a
+loss above `abort_factor` x the first step's loss is flagged (CS231n notes, Part 3: "if the
+cost is ever > 3 * original cost, break out early"). It measures; judging the numbers is
+left to `babysit.checks`.
 
 The Monitor is built from quantities (`babysit.train.quantities`: loss, layer statistics,
 update ratios; `babysit.train.guards`: the non-finite and explosion guards), each scheduled
@@ -128,7 +130,9 @@ class Monitor(Callback):
     after `optimizer.step()`; or pass it to `babysit.train.fit(callbacks=[...])`.
     `optimizer` enables update/weight ratios (measured around `optimizer.step()` by torch's
     step hooks, so for any optimizer). `layers` picks the modules to watch (names or types,
-    as `babysit.probes.select_layers`; default every Linear/Conv and activation). `sample`
+    as `babysit.probes.select_layers`; default every layer of the kinds in
+    `babysit.nn.layers`: Linear/Conv, transformers' Conv1D, Embedding, RNN/LSTM/GRU,
+    MultiheadAttention, normalization, and every activation). `sample`
     examples per batch feed the statistics and the non-finite check (None: the whole batch,
     exact but dearer). With `stop_on_abort`, a tripped guard raises `TrainingStopped` from
     `step` (ending the `with` block) or stops `fit`. `log_dir` also writes TensorBoard event
@@ -184,7 +188,12 @@ class Monitor(Callback):
         self._index = {name: i for i, name in enumerate(self._names)}
         infos = [activation_info(m) for _, m in self.layers]
         guarded = [i for i, info in enumerate(infos) if info is None]
-        self._statistics = LayerStatistics(self.layers, infos, self.every, histograms, self.bins)
+        # Layer index -> rank of its first call: the forward order, which the records list
+        # and the guard names the first non-finite layer by (registration order may differ).
+        self._forward_order: dict[int, int] = {}
+        self._statistics = LayerStatistics(
+            self.layers, infos, self.every, histograms, self.bins, self._forward_order
+        )
         self._ratios = UpdateRatios(self.every)
         self._loop = LoopFacts(model, self.layers, self.every)
         self._nonfinite = NonFiniteGuard(
@@ -192,6 +201,7 @@ class Monitor(Callback):
             guarded if guarded else list(range(len(self.layers))),
             self.sample,
             compiled=wrapper is not None,
+            order=self._forward_order,
         )
         # Read back in this order: the guards read the loss and add their alerts last.
         self.quantities: list[Quantity] = [
@@ -312,6 +322,8 @@ class Monitor(Callback):
             return  # evaluation passes are not part of the training step
         self._forwards += 1
         i = self._index[name]
+        if i not in self._forward_order:
+            self._forward_order[i] = len(self._forward_order)
         wanting = [q for q in self._layer_quantities if q.watches(i)]
         part = self._sampled(output)
         if part.numel() == 0 or not wanting:

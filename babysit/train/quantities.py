@@ -20,7 +20,13 @@ import torch
 from torch import Tensor, nn
 
 from babysit.nn.activations import ActivationInfo
-from babysit.probes import dead_fraction, histogram_between, saturated_fraction, update_ratios
+from babysit.probes import (
+    dead_fraction,
+    gradient_values,
+    histogram_between,
+    saturated_fraction,
+    update_ratios,
+)
 from babysit.train.records import LAYER_FIELDS, all_finite, finite_or_none
 
 __all__ = [
@@ -97,7 +103,8 @@ class LayerStatistics(Quantity):
     """On scheduled steps, per watched layer: the moments, extremes, histogram, dead and
     saturated fractions of its output (on the first `sample` examples; dead fractions on the
     whole batch), the std of the gradient w.r.t. it, and its weight's std and gradient norm.
-    The first pass through a layer in a step is the one measured."""
+    The first pass through a layer in a step is the one measured; layers are read out in
+    forward order (`order`: the rank of each layer's first call)."""
 
     def __init__(
         self,
@@ -106,8 +113,10 @@ class LayerStatistics(Quantity):
         every: int,
         histograms: bool,
         bins: int,
+        order: dict[int, int] | None = None,
     ):
         self.layers, self.infos = layers, infos
+        self.order = order if order is not None else {}  # layer index -> rank of first call
         self.schedule = Schedule(every)
         self.histograms, self.bins = histograms, bins
         self._probe: dict[Any, Tensor] = {}
@@ -165,7 +174,8 @@ class LayerStatistics(Quantity):
                 and weight.grad is not None
                 and (i, "weight_grad_norm") not in self._probe
             ):
-                self._probe[i, "weight_grad_norm"] = torch.linalg.vector_norm(weight.grad.float())
+                grad = gradient_values(weight.grad)
+                self._probe[i, "weight_grad_norm"] = torch.linalg.vector_norm(grad.float())
 
     def end_step(self, loss: Tensor) -> dict[Any, Tensor]:
         if not self.active:
@@ -178,7 +188,9 @@ class LayerStatistics(Quantity):
         if not values:
             return  # not a probe step
         layers = []
-        for i, (name, module) in enumerate(self.layers):
+        unseen = len(self.layers)
+        for i in sorted(range(unseen), key=lambda i: self.order.get(i, unseen + i)):
+            name, module = self.layers[i]
             if (i, "moments") not in values:
                 continue  # not run on this step
             info = self.infos[i]
@@ -189,7 +201,7 @@ class LayerStatistics(Quantity):
                 name=name,
                 kind=type(module).__name__,
                 activation=info.name if info is not None else None,
-                depth=i,
+                depth=len(layers),
                 nonfinite=nonfinite,
                 histogram=[],
                 grad_nonfinite=not all_finite(values.get((i, "grad_extremes"), [])),
