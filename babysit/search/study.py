@@ -69,7 +69,7 @@ from babysit.search.storage import (
     resolve_storage,
     retry_later,
 )
-from babysit.search.trial import Trial, checkpoint_path
+from babysit.search.trial import FIRST_LOSS_ATTR, Trial, checkpoint_path
 from babysit.train.callbacks import LOSS_ABORT_FACTOR
 
 __all__ = [
@@ -351,7 +351,12 @@ def _run_one(
                 plan.metric,
             )
             if parent is not None:
-                wrapper._continue(parent.number, plan.stages[stage - 1].epochs, checkpoints)
+                wrapper._continue(
+                    parent.number,
+                    plan.stages[stage - 1].epochs,
+                    checkpoints,
+                    parent.user_attrs.get(FIRST_LOSS_ATTR),
+                )
             if checkpoints is not None and _promoted_later(plan, stage):
                 wrapper._keep_checkpoint(checkpoints)
             result = objective(wrapper)
@@ -434,6 +439,8 @@ def _finish(
 ) -> FrozenTrial:
     if wrapper is not None:
         trial.set_user_attr(STEPS_ATTR, wrapper.steps_run)
+        if wrapper.first_loss is not None and math.isfinite(wrapper.first_loss):
+            trial.set_user_attr(FIRST_LOSS_ATTR, wrapper.first_loss)
     if state == TrialState.COMPLETE:
         return study.tell(trial, value)
     return study.tell(trial, state=state)
