@@ -279,7 +279,26 @@ def _ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}"
 
 
-def run_task(task: Task, seeds: range, budget: int, methods) -> dict:
+def _seed_job(job: tuple) -> tuple[int, dict[str, Run]]:
+    task, seed, budget, folder, methods = job
+    torch.set_num_threads(1)
+    return seed, run_seed(task, seed, budget, folder, methods)
+
+
+def _each_seed(task: Task, seeds: range, budget: int, folder: Path, methods, jobs: int):
+    """(seed, runs) for every seed, in order; with jobs > 1, seeds run in that many processes
+    (each on one torch thread: the figures are epochs, so they do not change)."""
+    work = [(task, seed, budget, folder, methods) for seed in seeds]
+    if jobs <= 1:
+        yield from map(_seed_job, work)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap(_seed_job, work)
+
+
+def run_task(task: Task, seeds: range, budget: int, methods, jobs: int = 1) -> dict:
     """Every method on every seed of one task; prints a line per seed, returns the summary."""
     stages = babysit_stages(budget)
     print(f"\n== {task.describe()}; seeds {seeds.start}-{seeds.stop - 1}, {budget} epochs each")
@@ -294,8 +313,7 @@ def run_task(task: Task, seeds: range, budget: int, methods) -> dict:
     print(f"  babysit: {plan}, 3x loss abort; no-promo: the same stages, every trial afresh")
     results: dict[str, list[tuple[Run, float]]] = {m: [] for m in methods}
     with tempfile.TemporaryDirectory() as folder:
-        for seed in seeds:
-            runs = run_seed(task, seed, budget, Path(folder), methods)
+        for seed, runs in _each_seed(task, seeds, budget, Path(folder), methods, jobs):
             target = max(r.best for r in runs.values()) - TARGET_MARGIN
             line = []
             for method, run in runs.items():
@@ -349,6 +367,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 seeds, 50 epochs")
     parser.add_argument("--tasks", default="1,2", help="which tasks: 1 (MLP), 2 (BatchNorm net)")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes")
     parser.add_argument(
         "--promote",
         default=f"{PROMOTE_FINE},{PROMOTE_LONG},{PROMOTE_EXTRA}",
@@ -366,7 +385,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     start = time.perf_counter()
     for index in args.tasks.split(","):
-        run_task(TASKS[int(index) - 1], seeds, budget, methods)
+        run_task(TASKS[int(index) - 1], seeds, budget, methods, args.jobs)
     print(
         "\nbest acc: median over seeds of the best validation accuracy; reached: seeds in which "
         f"the method came within {TARGET_MARGIN:.0%} (absolute) of the best any method found; "

@@ -185,8 +185,14 @@ def stage_spaces(
     warnings of stage i compare its best trial with the ranges it was sampled from)."""
     spaces, warnings = [dict(space)], []
     for stage in range(upto + 1):
-        best_first = [t.params for t in ranked(trials, stage, maximize)]
-        following, stage_warnings = narrow(spaces[-1], space, best_first, narrowing)
+        best_first = ranked(trials, stage, maximize)
+        following, stage_warnings = narrow(
+            spaces[-1],
+            space,
+            [t.params for t in best_first],
+            narrowing,
+            [t.value for t in best_first],
+        )
         warnings.append(stage_warnings)
         if stage < upto:
             spaces.append(following)
