@@ -93,10 +93,9 @@ HYPERBAND_MAX_EPOCHS = 8
 TARGET_MARGIN = 0.01  # "within 1% of the best accuracy any method found": 1 point, absolute
 TPE_RATIO = 0.7  # issue 14: babysit reaches the target in <= 0.7x TPE+Hyperband's epochs
 METHODS = ("grid", "random", "tpe+hb", "babysit", "no-promo")
-# Trials of the fine and long stages that continue the stage before's best from checkpoints.
-PROMOTE_FINE = 8
-PROMOTE_LONG = 3
-PROMOTE_EXTRA = 3
+# babysit's plan for 150 epochs: trials x epochs, and how many of a stage's trials continue
+# the best of the stage before from their checkpoints (see babysit.search.DEFAULT_STAGES).
+PLAN = ((18, 1, 0), (9, 3, 6), (6, 9, 3), (3, 27, 2))
 
 
 @dataclass
@@ -122,22 +121,25 @@ class Run:
         return None
 
 
+def parse_plan(text: str) -> tuple[tuple[int, int, int], ...]:
+    """Parse "18x1,9x3:6,6x9:3,3x27:2": TRIALSxEPOCHS[:PROMOTED] per stage, for 150 epochs."""
+    plan = []
+    for part in text.split(","):
+        head, _, promote = part.strip().partition(":")
+        trials, _, epochs = head.partition("x")
+        plan.append((int(trials), int(epochs), int(promote or 0)))
+    return tuple(plan)
+
+
 def babysit_stages(budget: int, promote: bool = True) -> list[Stage]:
-    """Coarse (1 epoch) -> fine (4) -> long (15) with ~13%, ~40% and ~40% of the budget: for
-    B = 150, 20 x 1 -> 15 x 4 -> 4 x 15. Chosen on held-out seeds 9-17 (never on the seeds
-    reported here): against 40 x 1 -> 12 x 4 -> 4 x 15, the 20-trial coarse stage still found
-    the good lr region and reached 0.96 validation accuracy in 28 epochs instead of 50
-    (median), with a higher median best (0.978 vs 0.972). With `promote`, the fine stage's
-    first PROMOTE_FINE trials continue the coarse stage's best ones and the long stage's first
-    PROMOTE_LONG continue the fine stage's best (see PROMOTE_* for the held-out figures)."""
-    fine, long = max(3, round(0.40 * budget / 4)), max(1, round(0.40 * budget / 15))
-    if promote:  # the epochs continued trials save go to more fresh long trials
-        long += PROMOTE_EXTRA
-    return [
-        Stage(max(3, round(0.13 * budget)), epochs=1),
-        Stage(fine, epochs=4, promote=min(fine, PROMOTE_FINE) if promote else 0),
-        Stage(long, epochs=15, promote=min(long, PROMOTE_LONG) if promote else 0),
-    ]
+    """PLAN (written for 150 epochs) with its trial counts scaled to `budget`; without
+    `promote`, the same stages with every trial afresh."""
+    scale, stages = budget / 150, []
+    for index, (trials, epochs, promoted) in enumerate(PLAN):
+        count = max(3 if index == 0 else 1, round(trials * scale))
+        kept = min(count, max(1, round(promoted * scale))) if promoted and promote else 0
+        stages.append(Stage(count, epochs=epochs, promote=kept))
+    return stages
 
 
 class _EpochReport(Callback):
@@ -279,16 +281,16 @@ def _ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}"
 
 
-def _seed_job(job: tuple) -> tuple[int, dict[str, Run]]:
+def _seed_job(job: tuple) -> dict[str, Run]:
     task, seed, budget, folder, methods = job
     torch.set_num_threads(1)
-    return seed, run_seed(task, seed, budget, folder, methods)
+    return run_seed(task, seed, budget, folder, methods)
 
 
-def _each_seed(task: Task, seeds: range, budget: int, folder: Path, methods, jobs: int):
-    """(seed, runs) for every seed, in order; with jobs > 1, seeds run in that many processes
-    (each on one torch thread: the figures are epochs, so they do not change)."""
-    work = [(task, seed, budget, folder, methods) for seed in seeds]
+def each_seed(tasks, seeds: range, budget: int, folder: Path, methods, jobs: int):
+    """Every method on every (task, seed), in that order; with jobs > 1 in that many
+    processes (each on one torch thread: the figures are epochs, so they do not change)."""
+    work = [(task, seed, budget, folder, methods) for task in tasks for seed in seeds]
     if jobs <= 1:
         yield from map(_seed_job, work)
         return
@@ -298,8 +300,9 @@ def _each_seed(task: Task, seeds: range, budget: int, folder: Path, methods, job
         yield from pool.imap(_seed_job, work)
 
 
-def run_task(task: Task, seeds: range, budget: int, methods, jobs: int = 1) -> dict:
-    """Every method on every seed of one task; prints a line per seed, returns the summary."""
+def run_task(task: Task, seeds: range, budget: int, methods, runs_of_seeds) -> dict:
+    """Every method on every seed of one task (`runs_of_seeds`: their runs, in seed order,
+    from `each_seed`); prints a line per seed, returns the summary."""
     stages = babysit_stages(budget)
     print(f"\n== {task.describe()}; seeds {seeds.start}-{seeds.stop - 1}, {budget} epochs each")
     print(
@@ -312,15 +315,15 @@ def run_task(task: Task, seeds: range, budget: int, methods, jobs: int = 1) -> d
     )
     print(f"  babysit: {plan}, 3x loss abort; no-promo: the same stages, every trial afresh")
     results: dict[str, list[tuple[Run, float]]] = {m: [] for m in methods}
-    with tempfile.TemporaryDirectory() as folder:
-        for seed, runs in _each_seed(task, seeds, budget, Path(folder), methods, jobs):
-            target = max(r.best for r in runs.values()) - TARGET_MARGIN
-            line = []
-            for method, run in runs.items():
-                results[method].append((run, target))
-                reached = run.epochs_to(target)
-                line.append(f"{method} {run.best:.3f}/{_epochs(reached)}")
-            print(f"seed {seed}: target {target:.3f}; best/epochs: " + ", ".join(line), flush=True)
+    for seed in seeds:
+        runs = next(runs_of_seeds)
+        target = max(r.best for r in runs.values()) - TARGET_MARGIN
+        line = []
+        for method, run in runs.items():
+            results[method].append((run, target))
+            reached = run.epochs_to(target)
+            line.append(f"{method} {run.best:.3f}/{_epochs(reached)}")
+        print(f"seed {seed}: target {target:.3f}; best/epochs: " + ", ".join(line), flush=True)
     summary = {}
     for method in methods:
         bests = [run.best for run, _ in results[method]]
@@ -359,7 +362,7 @@ def run_task(task: Task, seeds: range, budget: int, methods, jobs: int = 1) -> d
 
 
 def main() -> None:
-    global PROMOTE_FINE, PROMOTE_LONG, PROMOTE_EXTRA
+    global PLAN
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=9)
     parser.add_argument("--first-seed", type=int, default=0, help="9 for the held-out seeds")
@@ -369,12 +372,12 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes")
     parser.add_argument(
-        "--promote",
-        default=f"{PROMOTE_FINE},{PROMOTE_LONG},{PROMOTE_EXTRA}",
-        help="FINE,LONG,EXTRA: continued trials of the fine and long stages, extra long trials",
+        "--plan",
+        default=",".join(f"{n}x{e}" + (f":{p}" if p else "") for n, e, p in PLAN),
+        help="babysit's stages for 150 epochs: TRIALSxEPOCHS[:PROMOTED],...",
     )
     args = parser.parse_args()
-    PROMOTE_FINE, PROMOTE_LONG, PROMOTE_EXTRA = (int(v) for v in args.promote.split(","))
+    PLAN = parse_plan(args.plan)
     count, budget = (3, 50) if args.quick else (args.seeds, args.budget)
     seeds = range(args.first_seed, args.first_seed + count)
     methods = [m for m in args.methods.split(",") if m]
@@ -384,8 +387,11 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     start = time.perf_counter()
-    for index in args.tasks.split(","):
-        run_task(TASKS[int(index) - 1], seeds, budget, methods, args.jobs)
+    tasks = [TASKS[int(index) - 1] for index in args.tasks.split(",")]
+    with tempfile.TemporaryDirectory() as folder:
+        runs = each_seed(tasks, seeds, budget, Path(folder), methods, args.jobs)
+        for task in tasks:
+            run_task(task, seeds, budget, methods, runs)
     print(
         "\nbest acc: median over seeds of the best validation accuracy; reached: seeds in which "
         f"the method came within {TARGET_MARGIN:.0%} (absolute) of the best any method found; "

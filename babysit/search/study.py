@@ -61,6 +61,7 @@ from babysit.search.stages import (
     stage_of,
     stage_spaces,
     summarize_stages,
+    without_promotion,
 )
 from babysit.search.storage import (
     IN_MEMORY,
@@ -195,6 +196,7 @@ def search(
     callbacks: Sequence[TrialCallback] = (),
     settings: Mapping[str, Any] | None = None,
     checkpoints: str | Path | None = None,
+    promotion: bool = True,
 ) -> SearchResult:
     """Run a staged random search of `objective(trial) -> float` over `space`.
 
@@ -205,12 +207,14 @@ def search(
     machine) instead of refused. `settings` are recorded with the plan, so a resumed run must
     match them. `checkpoints` is the folder where trials that a promoting stage continues keep
     their state (default: a temporary folder, gone when the call returns: pass one to resume a
-    promoting search in another process). Returns a SearchResult; the study stays readable by
+    promoting search in another process). `promotion=False` trains every trial afresh,
+    whatever the stages' `promote`. Returns a SearchResult; the study stays readable by
     optuna-dashboard.
     """
+    checked = tuple(check_stages(stages))
     plan = Plan(
         space=parse_space(_as_tables(space)),
-        stages=tuple(check_stages(stages)),
+        stages=checked if promotion else without_promotion(checked),
         narrowing=narrowing or Narrowing(),
         seed=seed,
         loss_ratio=loss_ratio,

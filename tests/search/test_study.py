@@ -425,6 +425,16 @@ def test_promotion_off_trains_every_trial_afresh_and_keeps_no_checkpoint(tmp_pat
     assert not folder.exists() or not any(folder.iterdir())
 
 
+def test_promotion_false_overrides_the_stages_promote(tmp_path):
+    calls = []
+    stages = [Stage(6, epochs=1), Stage(3, epochs=3, promote=2)]
+    folder = tmp_path / "checkpoints"
+    result = search(_continuing(calls), SPACE, stages, checkpoints=folder, promotion=False)
+    assert all(parent is None and before == 0 for _, parent, before, _ in calls)
+    assert [s.stage.promote for s in result.stages] == [0, 0]
+    assert not folder.exists() or not any(folder.iterdir())
+
+
 def test_an_interrupted_promoted_trial_resumes_from_the_same_checkpoint(tmp_path):
     url, folder, calls = _url(tmp_path), tmp_path / "checkpoints", []
     stages = [Stage(6, epochs=1), Stage(3, epochs=3, promote=2)]
