@@ -2,7 +2,8 @@
 
     python bench/search_efficiency.py            # 2 tasks x 9 seeds, 150 epochs per method
     python bench/search_efficiency.py --quick    # 3 seeds, 50 epochs: a smoke run
-    python bench/search_efficiency.py --first-seed 9 --seeds 9   # the held-out seeds
+    python bench/search_efficiency.py --first-seed 12 --seeds 6  # the held-out seeds
+    python bench/search_efficiency.py --jobs 2 --methods tpe+hb,babysit,no-promo
 
 Two tasks on the bundled digits data (standardized), SGD with momentum 0.9, batch 64:
   1. a 64-100-10 ReLU MLP (`babysit.nn.mlp`, He init), lr in [1e-6, 10] and weight decay in
@@ -14,10 +15,10 @@ Every method gets the same budget of training epochs per seed:
   (b) random:   Optuna's RandomSampler, 4-epoch trials, no pruning;
   (c) tpe+hb:   Optuna's TPESampler with a HyperbandPruner (1 to 8 epochs, eta 3) on the
                 validation accuracy of each epoch;
-  (d) babysit:  babysit.search: 1-epoch coarse stage, 4-epoch fine stage, 15-epoch long stage,
-                each narrowed on the one before, with the 3x loss abort on every step, and
-                promotion: the fine and long stages first continue the best trials of the
-                stage before from their checkpoints (see babysit_stages);
+  (d) babysit:  babysit.search with its default stages (PLAN: 1, 3, 9 and 27 epochs, each
+                narrowed on the one before, with the 3x loss abort on every step, and each
+                later stage first continuing the best trials of the one before from their
+                checkpoints: successive halving);
   (e) no-promo: the same stages without promotion (every trial from scratch).
 A trial's cost is the epochs it trained itself (a pruned trial counts the steps it ran; a
 continued trial's earlier epochs were counted when its parent trained them, earlier in the
@@ -25,8 +26,8 @@ same run). For each seed, the target is the best validation accuracy any method 
 1 point (absolute); a method's "epochs to target" is its cumulative cost at the end of the
 first trial that reached it. Reported per method, as BENCHMARKS.md asks: the median best
 accuracy, in how many seeds it reached the target, the median epochs where it did ("never"
-otherwise), and the ratios to (c). All in one process; epochs, not seconds, are compared, so
-the figures do not depend on the machine's load. Exits 0.
+otherwise), and the ratios to (c). All in one run (`--jobs N`: seeds in N processes); epochs,
+not seconds, are compared, so the figures do not depend on the machine's load. Exits 0.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from babysit.search import Stage, search  # noqa: E402
+from babysit.search import DEFAULT_STAGES, Stage, search  # noqa: E402
 from babysit.search.objective import ModelObjective  # noqa: E402
 from babysit.search.study import STEPS_ATTR  # noqa: E402
 from babysit.train import fit  # noqa: E402
@@ -93,9 +94,9 @@ HYPERBAND_MAX_EPOCHS = 8
 TARGET_MARGIN = 0.01  # "within 1% of the best accuracy any method found": 1 point, absolute
 TPE_RATIO = 0.7  # issue 14: babysit reaches the target in <= 0.7x TPE+Hyperband's epochs
 METHODS = ("grid", "random", "tpe+hb", "babysit", "no-promo")
-# babysit's plan for 150 epochs: trials x epochs, and how many of a stage's trials continue
-# the best of the stage before from their checkpoints (see babysit.search.DEFAULT_STAGES).
-PLAN = ((18, 1, 0), (9, 3, 6), (6, 9, 3), (3, 27, 2))
+# babysit's plan for 150 epochs: trials, epochs, and how many of a stage's trials continue
+# the best of the stage before from their checkpoints: the default stages (147 epochs).
+PLAN = tuple((s.trials, s.epochs, s.promote) for s in DEFAULT_STAGES)
 
 
 @dataclass
