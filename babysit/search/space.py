@@ -186,8 +186,12 @@ class Narrowing:
         return count
 
     def to_dict(self) -> dict[str, Any]:
-        """The config's [narrowing] table (keys top, top_min, pad, edge, widen)."""
-        return {key: getattr(self, field) for key, field in NARROWING_KEYS.items()}
+        """The config's [narrowing] table (keys top, top_min, pad, edge, widen, and margin
+        when it is on: a study stored before margin existed keeps the same plan)."""
+        table = {key: getattr(self, field) for key, field in NARROWING_KEYS.items()}
+        if not table["margin"]:
+            del table["margin"]
+        return table
 
     @classmethod
     def from_dict(cls, raw: Any) -> Narrowing:

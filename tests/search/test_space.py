@@ -213,6 +213,7 @@ def test_one_narrowing_table_round_trips_through_config_plan_and_study():
     assert config.plan.narrowing == narrowing
     assert Plan.from_json(config.plan.to_json()).narrowing == narrowing
     assert Narrowing.from_dict({"pad": 0.2}) == Narrowing(pad=0.2)
+    assert "margin" not in Narrowing().to_dict()  # off: the table of a study stored before it
     for bad, message in [
         ({"top_min": 2.5}, "top_min must be an integer"),
         ({"widen": 1}, "widen must be true or false"),
