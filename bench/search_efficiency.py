@@ -2,7 +2,8 @@
 
     python bench/search_efficiency.py            # 2 tasks x 9 seeds, 150 epochs per method
     python bench/search_efficiency.py --quick    # 3 seeds, 50 epochs: a smoke run
-    python bench/search_efficiency.py --first-seed 9 --seeds 9   # the held-out seeds
+    python bench/search_efficiency.py --first-seed 12 --seeds 6  # the held-out seeds
+    python bench/search_efficiency.py --jobs 2 --methods tpe+hb,babysit,no-promo
 
 Two tasks on the bundled digits data (standardized), SGD with momentum 0.9, batch 64:
   1. a 64-100-10 ReLU MLP (`babysit.nn.mlp`, He init), lr in [1e-6, 10] and weight decay in
@@ -14,10 +15,10 @@ Every method gets the same budget of training epochs per seed:
   (b) random:   Optuna's RandomSampler, 4-epoch trials, no pruning;
   (c) tpe+hb:   Optuna's TPESampler with a HyperbandPruner (1 to 8 epochs, eta 3) on the
                 validation accuracy of each epoch;
-  (d) babysit:  babysit.search: 1-epoch coarse stage, 4-epoch fine stage, 15-epoch long stage,
-                each narrowed on the one before, with the 3x loss abort on every step, and
-                promotion: the fine and long stages first continue the best trials of the
-                stage before from their checkpoints (see babysit_stages);
+  (d) babysit:  babysit.search with its default stages (PLAN: 1, 3, 9 and 27 epochs, each
+                narrowed on the one before, with the 3x loss abort on every step, and each
+                later stage first continuing the best trials of the one before from their
+                checkpoints: successive halving);
   (e) no-promo: the same stages without promotion (every trial from scratch).
 A trial's cost is the epochs it trained itself (a pruned trial counts the steps it ran; a
 continued trial's earlier epochs were counted when its parent trained them, earlier in the
@@ -25,8 +26,8 @@ same run). For each seed, the target is the best validation accuracy any method 
 1 point (absolute); a method's "epochs to target" is its cumulative cost at the end of the
 first trial that reached it. Reported per method, as BENCHMARKS.md asks: the median best
 accuracy, in how many seeds it reached the target, the median epochs where it did ("never"
-otherwise), and the ratios to (c). All in one process; epochs, not seconds, are compared, so
-the figures do not depend on the machine's load. Exits 0.
+otherwise), and the ratios to (c). All in one run (`--jobs N`: seeds in N processes); epochs,
+not seconds, are compared, so the figures do not depend on the machine's load. Exits 0.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from babysit.search import Stage, search  # noqa: E402
+from babysit.search import DEFAULT_STAGES, Stage, search  # noqa: E402
 from babysit.search.objective import ModelObjective  # noqa: E402
 from babysit.search.study import STEPS_ATTR  # noqa: E402
 from babysit.train import fit  # noqa: E402
@@ -93,10 +94,9 @@ HYPERBAND_MAX_EPOCHS = 8
 TARGET_MARGIN = 0.01  # "within 1% of the best accuracy any method found": 1 point, absolute
 TPE_RATIO = 0.7  # issue 14: babysit reaches the target in <= 0.7x TPE+Hyperband's epochs
 METHODS = ("grid", "random", "tpe+hb", "babysit", "no-promo")
-# Trials of the fine and long stages that continue the stage before's best from checkpoints.
-PROMOTE_FINE = 8
-PROMOTE_LONG = 3
-PROMOTE_EXTRA = 3
+# babysit's plan for 150 epochs: trials, epochs, and how many of a stage's trials continue
+# the best of the stage before from their checkpoints: the default stages (147 epochs).
+PLAN = tuple((s.trials, s.epochs, s.promote) for s in DEFAULT_STAGES)
 
 
 @dataclass
@@ -122,22 +122,25 @@ class Run:
         return None
 
 
+def parse_plan(text: str) -> tuple[tuple[int, int, int], ...]:
+    """Parse "18x1,9x3:6,6x9:3,3x27:2": TRIALSxEPOCHS[:PROMOTED] per stage, for 150 epochs."""
+    plan = []
+    for part in text.split(","):
+        head, _, promote = part.strip().partition(":")
+        trials, _, epochs = head.partition("x")
+        plan.append((int(trials), int(epochs), int(promote or 0)))
+    return tuple(plan)
+
+
 def babysit_stages(budget: int, promote: bool = True) -> list[Stage]:
-    """Coarse (1 epoch) -> fine (4) -> long (15) with ~13%, ~40% and ~40% of the budget: for
-    B = 150, 20 x 1 -> 15 x 4 -> 4 x 15. Chosen on held-out seeds 9-17 (never on the seeds
-    reported here): against 40 x 1 -> 12 x 4 -> 4 x 15, the 20-trial coarse stage still found
-    the good lr region and reached 0.96 validation accuracy in 28 epochs instead of 50
-    (median), with a higher median best (0.978 vs 0.972). With `promote`, the fine stage's
-    first PROMOTE_FINE trials continue the coarse stage's best ones and the long stage's first
-    PROMOTE_LONG continue the fine stage's best (see PROMOTE_* for the held-out figures)."""
-    fine, long = max(3, round(0.40 * budget / 4)), max(1, round(0.40 * budget / 15))
-    if promote:  # the epochs continued trials save go to more fresh long trials
-        long += PROMOTE_EXTRA
-    return [
-        Stage(max(3, round(0.13 * budget)), epochs=1),
-        Stage(fine, epochs=4, promote=min(fine, PROMOTE_FINE) if promote else 0),
-        Stage(long, epochs=15, promote=min(long, PROMOTE_LONG) if promote else 0),
-    ]
+    """PLAN (written for 150 epochs) with its trial counts scaled to `budget`; without
+    `promote`, the same stages with every trial afresh."""
+    scale, stages = budget / 150, []
+    for index, (trials, epochs, promoted) in enumerate(PLAN):
+        count = max(3 if index == 0 else 1, round(trials * scale))
+        kept = min(count, max(1, round(promoted * scale))) if promoted and promote else 0
+        stages.append(Stage(count, epochs=epochs, promote=kept))
+    return stages
 
 
 class _EpochReport(Callback):
@@ -279,8 +282,28 @@ def _ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}"
 
 
-def run_task(task: Task, seeds: range, budget: int, methods) -> dict:
-    """Every method on every seed of one task; prints a line per seed, returns the summary."""
+def _seed_job(job: tuple) -> dict[str, Run]:
+    task, seed, budget, folder, methods = job
+    torch.set_num_threads(1)
+    return run_seed(task, seed, budget, folder, methods)
+
+
+def each_seed(tasks, seeds: range, budget: int, folder: Path, methods, jobs: int):
+    """Every method on every (task, seed), in that order; with jobs > 1 in that many
+    processes (each on one torch thread: the figures are epochs, so they do not change)."""
+    work = [(task, seed, budget, folder, methods) for task in tasks for seed in seeds]
+    if jobs <= 1:
+        yield from map(_seed_job, work)
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        yield from pool.imap(_seed_job, work)
+
+
+def run_task(task: Task, seeds: range, budget: int, methods, runs_of_seeds) -> dict:
+    """Every method on every seed of one task (`runs_of_seeds`: their runs, in seed order,
+    from `each_seed`); prints a line per seed, returns the summary."""
     stages = babysit_stages(budget)
     print(f"\n== {task.describe()}; seeds {seeds.start}-{seeds.stop - 1}, {budget} epochs each")
     print(
@@ -293,16 +316,15 @@ def run_task(task: Task, seeds: range, budget: int, methods) -> dict:
     )
     print(f"  babysit: {plan}, 3x loss abort; no-promo: the same stages, every trial afresh")
     results: dict[str, list[tuple[Run, float]]] = {m: [] for m in methods}
-    with tempfile.TemporaryDirectory() as folder:
-        for seed in seeds:
-            runs = run_seed(task, seed, budget, Path(folder), methods)
-            target = max(r.best for r in runs.values()) - TARGET_MARGIN
-            line = []
-            for method, run in runs.items():
-                results[method].append((run, target))
-                reached = run.epochs_to(target)
-                line.append(f"{method} {run.best:.3f}/{_epochs(reached)}")
-            print(f"seed {seed}: target {target:.3f}; best/epochs: " + ", ".join(line), flush=True)
+    for seed in seeds:
+        runs = next(runs_of_seeds)
+        target = max(r.best for r in runs.values()) - TARGET_MARGIN
+        line = []
+        for method, run in runs.items():
+            results[method].append((run, target))
+            reached = run.epochs_to(target)
+            line.append(f"{method} {run.best:.3f}/{_epochs(reached)}")
+        print(f"seed {seed}: target {target:.3f}; best/epochs: " + ", ".join(line), flush=True)
     summary = {}
     for method in methods:
         bests = [run.best for run, _ in results[method]]
@@ -341,7 +363,7 @@ def run_task(task: Task, seeds: range, budget: int, methods) -> dict:
 
 
 def main() -> None:
-    global PROMOTE_FINE, PROMOTE_LONG, PROMOTE_EXTRA
+    global PLAN
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=9)
     parser.add_argument("--first-seed", type=int, default=0, help="9 for the held-out seeds")
@@ -349,13 +371,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 seeds, 50 epochs")
     parser.add_argument("--tasks", default="1,2", help="which tasks: 1 (MLP), 2 (BatchNorm net)")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes")
     parser.add_argument(
-        "--promote",
-        default=f"{PROMOTE_FINE},{PROMOTE_LONG},{PROMOTE_EXTRA}",
-        help="FINE,LONG,EXTRA: continued trials of the fine and long stages, extra long trials",
+        "--plan",
+        default=",".join(f"{n}x{e}" + (f":{p}" if p else "") for n, e, p in PLAN),
+        help="babysit's stages for 150 epochs: TRIALSxEPOCHS[:PROMOTED],...",
     )
     args = parser.parse_args()
-    PROMOTE_FINE, PROMOTE_LONG, PROMOTE_EXTRA = (int(v) for v in args.promote.split(","))
+    PLAN = parse_plan(args.plan)
     count, budget = (3, 50) if args.quick else (args.seeds, args.budget)
     seeds = range(args.first_seed, args.first_seed + count)
     methods = [m for m in args.methods.split(",") if m]
@@ -365,8 +388,11 @@ def main() -> None:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     start = time.perf_counter()
-    for index in args.tasks.split(","):
-        run_task(TASKS[int(index) - 1], seeds, budget, methods)
+    tasks = [TASKS[int(index) - 1] for index in args.tasks.split(",")]
+    with tempfile.TemporaryDirectory() as folder:
+        runs = each_seed(tasks, seeds, budget, Path(folder), methods, args.jobs)
+        for task in tasks:
+            run_task(task, seeds, budget, methods, runs)
     print(
         "\nbest acc: median over seeds of the best validation accuracy; reached: seeds in which "
         f"the method came within {TARGET_MARGIN:.0%} (absolute) of the best any method found; "

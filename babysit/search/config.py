@@ -15,7 +15,7 @@
     width = { low = 16, high = 512, log = true }
     activation = ["relu", "tanh"]
 
-    [narrowing]                   # optional: top, top_min, pad, edge, widen
+    [narrowing]                   # optional: top, top_min, pad, edge, widen, margin
     widen = false
 
     [[stages]]
@@ -37,7 +37,7 @@ from babysit.errors import ConfigError, UsageError
 from babysit.search.objective import PREPROCESSING, ModelObjective, check_hyperparameters
 from babysit.search.plan import Plan
 from babysit.search.space import LOG_BY_DEFAULT, Narrowing, parse_space, with_limits
-from babysit.search.stages import DEFAULT_STAGES, check_stages
+from babysit.search.stages import DEFAULT_STAGES, check_stages, without_promotion
 from babysit.train.callbacks import LOSS_ABORT_FACTOR
 
 __all__ = ["SearchConfig", "default_out", "load_config", "parse_config"]
@@ -57,6 +57,7 @@ _TOP_KEYS = {
     "space",
     "stages",
     "narrowing",
+    "promotion",
 }
 
 
@@ -164,6 +165,11 @@ def parse_config(
     numeric = {n: (h.limits, h.open_limits) for n, h in known.items() if h.kind in ("float", "int")}
     space = with_limits(space, numeric)
     stages = tuple(check_stages(raw["stages"])) if "stages" in raw else DEFAULT_STAGES
+    promotion = raw.get("promotion", True)
+    if not isinstance(promotion, bool):
+        raise ConfigError(f"promotion must be true or false, got {promotion!r}")
+    if not promotion:  # every stage's trials afresh, whatever the stages say
+        stages = without_promotion(stages)
     narrowing = Narrowing.from_dict(raw.get("narrowing", {}))
     seed, loss_ratio = raw.get("seed", 0), raw.get("loss_ratio", LOSS_ABORT_FACTOR)
     objective = {"data": data, "preprocess": preprocess, "model": model, "fixed": dict(fixed)}

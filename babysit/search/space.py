@@ -11,6 +11,7 @@ the value for a log-scale range, the value itself otherwise.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
@@ -27,6 +28,7 @@ from babysit.errors import ConfigError
 __all__ = [
     "EDGE_FRACTION",
     "LOG_BY_DEFAULT",
+    "MARGIN_FRACTION",
     "PAD_FRACTION",
     "TOP_FRACTION",
     "TOP_MIN",
@@ -54,6 +56,12 @@ LOG_BY_DEFAULT = ("lr", "weight_decay")
 # fewer than 3, so that one lucky trial does not collapse the range (the brief's rule of thumb).
 TOP_FRACTION = 0.2
 TOP_MIN = 3
+# The good region also takes every trial whose value lies within this fraction of the gap
+# between the stage's best and its median value from the best: when many trials do about as
+# well as the best (a net that trains over two decades of lr), the next range keeps them all
+# instead of the top k's span only. 0 turns it off (the top k alone): the default, since 0.25
+# took more epochs to the bench's target on held-out seeds (docs/search.md).
+MARGIN_FRACTION = 0.0
 # Padding added on each side of the top trials' [min, max], as a fraction of the old span (on
 # the axis). 10% keeps at least a fifth of the old span, and gives a top trial near an edge a
 # margin as wide as the boundary-warning margin below. Our choice; in our digits runs a 20-30
@@ -140,6 +148,7 @@ NARROWING_KEYS = {
     "pad": "pad",
     "edge": "edge",
     "widen": "widen",
+    "margin": "margin",
 }
 
 
@@ -152,6 +161,7 @@ class Narrowing:
     pad: float = PAD_FRACTION
     edge: float = EDGE_FRACTION
     widen: bool = False
+    margin: float = MARGIN_FRACTION
 
     def __post_init__(self) -> None:
         checks = (
@@ -159,17 +169,30 @@ class Narrowing:
             ("top_min", self.top_min, self.top_min >= 1, "an integer >= 1"),
             ("pad", self.pad, 0 < self.pad <= 1, "a fraction in (0, 1]"),
             ("edge", self.edge, 0 <= self.edge < 0.5, "a fraction in [0, 0.5)"),
+            ("margin", self.margin, 0 <= self.margin <= 1, "a fraction in [0, 1]"),
         )
         for name, value, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"narrowing {name} must be {expected}, got {value!r}")
 
-    def top_count(self, completed: int) -> int:
-        return min(completed, max(self.top_min, math.ceil(self.top_fraction * completed)))
+    def top_count(self, completed: int, values: Sequence[float] | None = None) -> int:
+        """How many of a stage's `completed` trials (best first; `values`: theirs) set the
+        next ranges: the top fraction, at least top_min, and with a margin every trial within
+        margin x |best - median| of the best."""
+        count = min(completed, max(self.top_min, math.ceil(self.top_fraction * completed)))
+        if self.margin and values:
+            best, gap = values[0], abs(values[0] - statistics.median(values))
+            close = sum(abs(v - best) <= self.margin * gap for v in values)
+            count = max(count, min(close, completed))
+        return count
 
     def to_dict(self) -> dict[str, Any]:
-        """The config's [narrowing] table (keys top, top_min, pad, edge, widen)."""
-        return {key: getattr(self, field) for key, field in NARROWING_KEYS.items()}
+        """The config's [narrowing] table (keys top, top_min, pad, edge, widen, and margin
+        when it is on: a study stored before margin existed keeps the same plan)."""
+        table = {key: getattr(self, field) for key, field in NARROWING_KEYS.items()}
+        if not table["margin"]:
+            del table["margin"]
+        return table
 
     @classmethod
     def from_dict(cls, raw: Any) -> Narrowing:
@@ -234,20 +257,23 @@ def narrow(
     original: Mapping[str, Param],
     ranked: Sequence[Mapping[str, Any]],
     settings: Narrowing = Narrowing(),
+    values: Sequence[float] | None = None,
 ) -> tuple[Space, list[BoundaryWarning]]:
     """The next stage's space from this stage's completed trials, best first (`ranked`: their
     params), plus a boundary warning for every numeric parameter whose best value sits within
     `settings.edge` of the span from an edge of the range it was sampled from.
 
-    Numeric: the top-k values' [min, max] on the axis, padded by `settings.pad` x the old span
+    The good region is the top k (`Narrowing.top_count`; with `settings.margin` and the
+    trials' `values`, best first, also every trial about as good as the best).
+    Numeric: the good trials' [min, max] on the axis, padded by `settings.pad` x the old span
     on each side, clipped to the original range (or to where earlier widening took it). With
     `settings.widen`, a side with a warning moves outwards by WIDEN_FRACTION x the span instead.
-    Categorical: the values that appear among the top-k. With no completed trial the space is
+    Categorical: the values that appear among the good trials. With no completed trial the space is
     kept as it is.
     """
     if not ranked:
         return dict(space), []
-    top = ranked[: settings.top_count(len(ranked))]
+    top = ranked[: settings.top_count(len(ranked), values)]
     best = ranked[0]
     new: Space = {}
     warnings: list[BoundaryWarning] = []

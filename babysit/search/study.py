@@ -61,6 +61,7 @@ from babysit.search.stages import (
     stage_of,
     stage_spaces,
     summarize_stages,
+    without_promotion,
 )
 from babysit.search.storage import (
     IN_MEMORY,
@@ -69,7 +70,7 @@ from babysit.search.storage import (
     resolve_storage,
     retry_later,
 )
-from babysit.search.trial import Trial, checkpoint_path
+from babysit.search.trial import FIRST_LOSS_ATTR, Trial, checkpoint_path
 from babysit.train.callbacks import LOSS_ABORT_FACTOR
 
 __all__ = [
@@ -195,6 +196,7 @@ def search(
     callbacks: Sequence[TrialCallback] = (),
     settings: Mapping[str, Any] | None = None,
     checkpoints: str | Path | None = None,
+    promotion: bool = True,
 ) -> SearchResult:
     """Run a staged random search of `objective(trial) -> float` over `space`.
 
@@ -205,12 +207,14 @@ def search(
     machine) instead of refused. `settings` are recorded with the plan, so a resumed run must
     match them. `checkpoints` is the folder where trials that a promoting stage continues keep
     their state (default: a temporary folder, gone when the call returns: pass one to resume a
-    promoting search in another process). Returns a SearchResult; the study stays readable by
+    promoting search in another process). `promotion=False` trains every trial afresh,
+    whatever the stages' `promote`. Returns a SearchResult; the study stays readable by
     optuna-dashboard.
     """
+    checked = tuple(check_stages(stages))
     plan = Plan(
         space=parse_space(_as_tables(space)),
-        stages=tuple(check_stages(stages)),
+        stages=checked if promotion else without_promotion(checked),
         narrowing=narrowing or Narrowing(),
         seed=seed,
         loss_ratio=loss_ratio,
@@ -351,7 +355,12 @@ def _run_one(
                 plan.metric,
             )
             if parent is not None:
-                wrapper._continue(parent.number, plan.stages[stage - 1].epochs, checkpoints)
+                wrapper._continue(
+                    parent.number,
+                    plan.stages[stage - 1].epochs,
+                    checkpoints,
+                    parent.user_attrs.get(FIRST_LOSS_ATTR),
+                )
             if checkpoints is not None and _promoted_later(plan, stage):
                 wrapper._keep_checkpoint(checkpoints)
             result = objective(wrapper)
@@ -434,6 +443,8 @@ def _finish(
 ) -> FrozenTrial:
     if wrapper is not None:
         trial.set_user_attr(STEPS_ATTR, wrapper.steps_run)
+        if wrapper.first_loss is not None and math.isfinite(wrapper.first_loss):
+            trial.set_user_attr(FIRST_LOSS_ATTR, wrapper.first_loss)
     if state == TrialState.COMPLETE:
         return study.tell(trial, value)
     return study.tell(trial, state=state)

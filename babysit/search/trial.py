@@ -18,6 +18,7 @@ with its parameters; `trial.load_checkpoint()` returns what that trial passed to
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -33,7 +34,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from babysit.search.stages import Stage
     from babysit.train.loop import TrainState
 
-__all__ = ["Trial", "checkpoint_path"]
+__all__ = ["FIRST_LOSS_ATTR", "Trial", "checkpoint_path"]
+
+# Trial user attribute: the loss of the first step of the trial's line (a continued trial's is
+# its first ancestor's), the reference of the 3x rule.
+FIRST_LOSS_ATTR = "first_loss"
 
 
 def checkpoint_path(checkpoints: Path, number: int) -> Path:
@@ -67,9 +72,25 @@ class Trial:
         self._checkpoints: Path | None = None
         self._keep = False
 
-    def _continue(self, parent: int, epochs_before: int, checkpoints: Path) -> None:
-        """Make this trial the continuation of `parent`, which trained `epochs_before` epochs."""
+    def _continue(
+        self,
+        parent: int,
+        epochs_before: int,
+        checkpoints: Path,
+        first_loss: float | None = None,
+    ) -> None:
+        """Make this trial the continuation of `parent`, which trained `epochs_before` epochs
+        from a first loss of `first_loss`: the 3x rule compares with that loss, not with the
+        continued run's first step (a trained model's loss is small, and a noisy batch of 3x
+        it is no divergence)."""
         self.parent, self.epochs_before, self._checkpoints = parent, epochs_before, checkpoints
+        if first_loss is not None and math.isfinite(first_loss):
+            self._first_loss = float(first_loss)
+
+    @property
+    def first_loss(self) -> float | None:
+        """The 3x rule's reference: the first step's loss (a continued trial: its parent's)."""
+        return self._first_loss
 
     def _keep_checkpoint(self, checkpoints: Path) -> None:
         """Have `save_checkpoint` write: a later stage may continue this trial."""

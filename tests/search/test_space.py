@@ -77,6 +77,29 @@ def test_top_k_is_twenty_percent_of_completed_trials_but_at_least_three():
     assert [settings.top_count(n) for n in (1, 2, 3, 10, 15, 16, 40)] == [1, 2, 3, 3, 3, 4, 8]
 
 
+def test_a_margin_keeps_every_trial_about_as_good_as_the_best_in_the_good_region():
+    # 10 trials, best first: five within 0.02 of the best 0.97, five far below (median 0.72)
+    values = [0.97, 0.965, 0.96, 0.955, 0.95, 0.5, 0.3, 0.2, 0.15, 0.1]
+    lrs = [1e-2, 3e-2, 1e-1, 1e-3, 3e-1, 1e-5, 3e-6, 5, 8, 2e-6]
+    space = {"lr": Float(1e-6, 10.0, log=True)}
+    ranked = [{"lr": v} for v in lrs]
+    gap = values[0] - 0.5 * (values[4] + values[5])  # best - median
+    assert Narrowing().top_count(10, values) == 3  # off by default: the top k only
+    settings = Narrowing(margin=0.1)
+    assert sum(values[0] - v <= 0.1 * gap for v in values) == 5
+    assert settings.top_count(10, values) == 5
+    new, _ = narrow(space, space, ranked, settings, values)
+    pad = PAD_FRACTION * 7
+    assert math.log10(new["lr"].low) == pytest.approx(-3 - pad)  # 1e-3 and 3e-1 kept
+    assert math.log10(new["lr"].high) == pytest.approx(math.log10(0.3) + pad)
+    top_k, _ = narrow(space, space, ranked, Narrowing(), values)  # 1e-2 .. 1e-1 only
+    assert math.log10(top_k["lr"].low) == pytest.approx(-2 - pad)
+    assert math.log10(top_k["lr"].high) == pytest.approx(-1 + pad)
+    flat = [0.9] * 10  # every trial as good as the best: no information, the span of all
+    assert settings.top_count(10, flat) == 10
+    assert Narrowing(margin=0.1).top_count(10, values[:1] * 2 + values[5:]) == 3  # top_min
+
+
 def test_narrowing_is_clipped_to_the_original_range():
     original = {"lr": Float(1e-4, 1.0, log=True)}
     ranked = [{"lr": 0.9}, {"lr": 0.5}, {"lr": 0.2}]
@@ -183,18 +206,20 @@ def test_one_narrowing_table_round_trips_through_config_plan_and_study():
     from babysit.search.config import parse_config
     from babysit.search.plan import Plan
 
-    table = {"top": 0.3, "top_min": 4, "pad": 0.05, "edge": 0.2, "widen": True}
+    table = {"top": 0.3, "top_min": 4, "pad": 0.05, "edge": 0.2, "widen": True, "margin": 0.5}
     narrowing = Narrowing.from_dict(table)
-    assert narrowing == Narrowing(0.3, 4, 0.05, 0.2, True) and narrowing.to_dict() == table
+    assert narrowing == Narrowing(0.3, 4, 0.05, 0.2, True, 0.5) and narrowing.to_dict() == table
     config = parse_config({"space": {"lr": {"low": 1e-4, "high": 1.0}}, "narrowing": table})
     assert config.plan.narrowing == narrowing
     assert Plan.from_json(config.plan.to_json()).narrowing == narrowing
     assert Narrowing.from_dict({"pad": 0.2}) == Narrowing(pad=0.2)
+    assert "margin" not in Narrowing().to_dict()  # off: the table of a study stored before it
     for bad, message in [
         ({"top_min": 2.5}, "top_min must be an integer"),
         ({"widen": 1}, "widen must be true or false"),
         ({"pad": "x"}, "pad must be a number"),
         ({"span": 1}, "unknown key 'span'"),
+        ({"margin": 2}, r"margin must be a fraction in \[0, 1\]"),
     ]:
         with pytest.raises(ConfigError, match=message):
             Narrowing.from_dict(bad)

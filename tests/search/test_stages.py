@@ -11,6 +11,7 @@ from babysit.search.stages import (
     current_stage,
     ranked,
     stage_spaces,
+    without_promotion,
 )
 
 
@@ -27,10 +28,16 @@ def _trial(number, stage, state, value=None, lr=None):
 
 
 def test_the_default_stages_follow_the_notes_coarse_to_fine_to_long():
-    assert [s.epochs for s in DEFAULT_STAGES] == [1, 5, 20]
+    assert [s.epochs for s in DEFAULT_STAGES] == [1, 3, 9, 27]
     assert [s.trials for s in DEFAULT_STAGES] == sorted(
         (s.trials for s in DEFAULT_STAGES), reverse=True
     )
+    # successive halving: every later stage continues the best of the one before, and keeps
+    # fresh trials that sample the narrowed ranges
+    assert DEFAULT_STAGES[0].promote == 0
+    assert all(0 < s.promote < s.trials for s in DEFAULT_STAGES[1:])
+    assert check_stages(DEFAULT_STAGES) == list(DEFAULT_STAGES)
+    assert all(s.promote == 0 for s in without_promotion(DEFAULT_STAGES))
 
 
 @pytest.mark.parametrize(

@@ -425,6 +425,16 @@ def test_promotion_off_trains_every_trial_afresh_and_keeps_no_checkpoint(tmp_pat
     assert not folder.exists() or not any(folder.iterdir())
 
 
+def test_promotion_false_overrides_the_stages_promote(tmp_path):
+    calls = []
+    stages = [Stage(6, epochs=1), Stage(3, epochs=3, promote=2)]
+    folder = tmp_path / "checkpoints"
+    result = search(_continuing(calls), SPACE, stages, checkpoints=folder, promotion=False)
+    assert all(parent is None and before == 0 for _, parent, before, _ in calls)
+    assert [s.stage.promote for s in result.stages] == [0, 0]
+    assert not folder.exists() or not any(folder.iterdir())
+
+
 def test_an_interrupted_promoted_trial_resumes_from_the_same_checkpoint(tmp_path):
     url, folder, calls = _url(tmp_path), tmp_path / "checkpoints", []
     stages = [Stage(6, epochs=1), Stage(3, epochs=3, promote=2)]
@@ -447,6 +457,35 @@ def test_an_interrupted_promoted_trial_resumes_from_the_same_checkpoint(tmp_path
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
     assert retry[0].user_attrs["continues"] == result.trials[first].user_attrs["continues"]
     assert [s.complete for s in result.stages] == [6, 3]
+
+
+def test_a_continued_trial_keeps_the_3x_rule_of_its_parents_first_loss(tmp_path):
+    """A trained model's loss is small: a batch at 3x the continued run's first step is noise,
+    not divergence. The rule compares with the first loss of the trial's line (its parent's)."""
+
+    def objective(trial):
+        if trial.parent is None:  # from scratch: 2.3 falls to 0.1
+            for loss in (2.3, 1.0, 0.1):
+                trial.check_loss(loss)
+        else:  # continued: 0.05, a noisy batch at 0.4 (8x 0.05, below 3 x 2.3), then slot 0
+            diverges = trial.optuna.user_attrs["slot"] == 0  # diverges for real
+            for loss in (0.05, 0.4, 8.0 if diverges else 0.1):
+                trial.check_loss(loss)
+        state = trial.load_checkpoint()
+        trial.save_checkpoint({"first": trial.first_loss})
+        assert state is None or state["first"] == trial.first_loss == 2.3
+        return peaked(trial)
+
+    space = {"lr": (1e-3, 1.0)}
+    stages = [Stage(6, epochs=1), Stage(4, epochs=2, promote=4)]
+    result = search(objective, space, stages, checkpoints=tmp_path / "c", seed=3)
+    continued = [t for t in result.trials if "continues" in t.user_attrs]
+    assert len(continued) == 4
+    for t in continued:  # 8.0 > 3 x 2.3 diverged; 0.4 never did
+        expected = TrialState.PRUNED if t.user_attrs["slot"] == 0 else TrialState.COMPLETE
+        assert t.state == expected, (t.params, t.user_attrs)
+        assert t.user_attrs["first_loss"] == 2.3
+    assert "exceeded 3x the initial loss 2.3 at step 3" in continued[0].user_attrs["prune_reason"]
 
 
 def test_a_stage_can_promote_only_after_a_shorter_stage():
