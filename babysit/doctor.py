@@ -260,9 +260,9 @@ def _checkup(model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget,
         # With no finite example there is nothing to run the model on: only the data audit.
         checks = CHECKUP if traced is not None else CHECKUP[:1]
         with UnitMeter(model, budget.batch_size) as meter:
-            timings, used = _run(checks, context, bar, meter)
+            timings = _run(checks, context, bar, meter)
     context.measurements["timings_s"] = timings
-    context.measurements["plan"] = {**plan.as_measurement(), "used_steps": used}
+    context.measurements["plan"] = plan.as_measurement(meter.per_check)
     meta = {
         "model": _describe_model(model),
         "data": f"{type(data).__name__} of {n} examples, inputs {tuple(x_all.shape[1:])}",
@@ -297,20 +297,20 @@ def _plan(model, x, y, task, budget, optimizer, seed, quick, examples) -> Plan:
 
 
 def _run(
-    checks: tuple[Check, ...], context: Context, bar: _Progress, meter: UnitMeter
-) -> tuple[dict[str, float], dict[str, float]]:
+    checks: tuple[Check, ...], context: Context, bar: _Progress, meter: UnitMeter | None = None
+) -> dict[str, float]:
     """Run each check on `context`: its findings (each naming the check) and measurement go
     into the context; an unexpected failure becomes CHECK_FAILED and the others still run;
-    the checks that step aside get one CHECK_SKIPPED per reason. Returns the time per check
-    and the work it did, in units of one training step (`meter`)."""
+    the checks that step aside get one CHECK_SKIPPED per reason. Returns the time per check;
+    `meter.per_check` gets the work each did, in units of one training step."""
     context.gates = frozenset(c.key for c in checks if c.gate)
     timings: dict[str, float] = {}
-    used: dict[str, float] = {}
     skipped: dict[str, list[str]] = {}
     for check in checks:
         bar.begin(check.name)
-        start, units = time.perf_counter(), meter.units
-        meter.on_units = lambda total, key=check.key, units=units: bar.used(key, total - units)
+        start, units = time.perf_counter(), meter.units if meter is not None else 0.0
+        if meter is not None:
+            meter.on_units = lambda total, key=check.key, at=units: bar.used(key, total - at)
         try:
             reason = check.skip(context)
             if reason is not None:
@@ -326,7 +326,8 @@ def _run(
             context.findings.append(_failed(check, e))
         finally:
             timings[check.name] = time.perf_counter() - start
-            used[check.key] = round(meter.units - units, 2)
+            if meter is not None:
+                meter.per_check[check.key] = round(meter.units - units, 2)
             bar.end(check.key)
     for reason, names in skipped.items():
         context.findings.append(
@@ -338,7 +339,7 @@ def _run(
                 {"steps": names, "reason": reason},
             )
         )
-    return timings, used
+    return timings
 
 
 def _failed(check: Check, error: Exception) -> Finding:

@@ -70,7 +70,7 @@ SHARES = {
 FLOORS = {
     "overfit_steps": 60,
     "learnable_steps": 30,
-    "reg_steps": 15,
+    "reg_steps": 10,
     "range_steps": 40,
     "lr_steps": 20,
 }
@@ -268,6 +268,7 @@ class UnitMeter:
     def __init__(self, model: nn.Module, batch_size: int, on_units=None):
         self.model, self.batch_size, self.on_units = model, batch_size, on_units
         self.units = 0.0
+        self.per_check: dict[str, float] = {}  # filled in by the checkup, check by check
         self._handle = None
 
     def add(self, args: tuple, kwargs: dict) -> None:
