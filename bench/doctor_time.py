@@ -133,6 +133,7 @@ def _model_child(name: str) -> None:
                 "wrapped": wrapped,
                 "codes": sorted(report.codes),
                 "steps_s": {k: round(v, 1) for k, v in report.meta["timings_s"].items()},
+                "plan": report.measurements.get("plan", {}),
             }
         ),
         flush=True,
@@ -172,6 +173,13 @@ def _model_figure(name: str, timeout: float) -> None:
     if facts.get("wrapped"):
         print(f"  {facts['wrapped']}")
     print(f"  per step: {facts['steps_s']}; codes: {', '.join(facts['codes']) or 'none'}")
+    plan = facts.get("plan") or {}
+    if plan:
+        used = sum((plan.get("used_steps") or {}).values())
+        print(
+            f"  plan: {plan.get('rule')}; {used:.0f} training steps' worth of work counted "
+            f"against {plan.get('allowance_steps')} allowed; steps {plan.get('planned_steps')}"
+        )
 
 
 def _babysit() -> list[str]:
