@@ -77,7 +77,7 @@ class Budget:
     full_max_steps: int = 3000
     batch_size: int = 64
     epochs: float | None = 2.0
-    min_seconds: float = 20.0
+    min_seconds: float = 30.0
 
 
 class _Progress:
