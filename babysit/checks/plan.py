@@ -173,27 +173,36 @@ def measure_step(
     model: nn.Module, x: Tensor, y: Tensor, task: Task, batch_size: int, optimizer: str, seed: int
 ) -> float | None:
     """Seconds of one training step of a copy of `model` on a batch of `batch_size` rows of
-    (x, y): the second of two (the first pays for allocation and warm-up). None when the
+    (x, y): the faster of two (the first pays for allocation and warm-up), the global RNG
+    left as it was. None when the
     model does not train on the data (the probe then names the problem)."""
     rows = min(len(x), 2 * batch_size)
-    timer = _StepTimer(device_of(model))
-    try:
-        fit(
-            copy.deepcopy(model),
-            (x[:rows], y[:rows]),
-            epochs=1,
-            lr=TIMING_LR,
-            optimizer=optimizer,
-            batch_size=min(batch_size, max(1, rows // 2)),
-            loss_fn=task.loss_fn,
-            device=device_of(model),
-            seed=seed,
-            max_steps=2,
-            callbacks=[timer],
-        )
+    device = device_of(model)
+    timer = _StepTimer(device)
+    devices = [device] if device.type == "cuda" else []
+    try:  # the checks that follow see the global RNG as if nothing had run
+        with torch.random.fork_rng(devices=devices):
+            _timed_fit(model, x[:rows], y[:rows], task, batch_size, optimizer, seed, timer)
     except Exception:
         return None
     return min(timer.seconds) if timer.seconds else None
+
+
+def _timed_fit(model, x, y, task, batch_size, optimizer, seed, timer) -> None:
+    rows = len(x)
+    fit(
+        copy.deepcopy(model),
+        (x, y),
+        epochs=1,
+        lr=TIMING_LR,
+        optimizer=optimizer,
+        batch_size=min(batch_size, max(1, rows // 2)),
+        loss_fn=task.loss_fn,
+        device=device_of(model),
+        seed=seed,
+        max_steps=2,
+        callbacks=[timer],
+    )
 
 
 def _fixed_units(plan: Plan, quick: bool) -> float:

@@ -121,3 +121,22 @@ def test_the_progress_bar_totals_the_planned_step_units_and_shows_the_time_left(
     bar.end("overfit")
     bar.used("lr", 4.0)
     assert task.completed == 34.0
+
+
+def test_timing_the_step_changes_nothing_the_checks_measure():
+    """An unscaled plan with the step timed (default) and without (epochs=None) give the
+    same report: the timing runs on a copy and leaves the global RNG (dropout) as it was."""
+    x, y = torch.randn(256, 8), torch.randint(0, 3, (256,))
+
+    def run(**budget):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 3))
+        small = dict(overfit_steps=20, learnable_steps=10, range_steps=10, lr_steps=10)
+        return bs.checkup(model, (x, y), budget=Budget(**small, **budget))
+
+    timed, untimed = run(), run(epochs=None)
+    assert timed.measurements["plan"]["step_s"] > 0
+    assert untimed.measurements["plan"]["step_s"] is None
+    for key in ("init", "initial_loss", "overfit", "lr_range"):
+        assert timed.measurements[key] == untimed.measurements[key], key
+    assert [f.message for f in timed.findings] == [f.message for f in untimed.findings]
