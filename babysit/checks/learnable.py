@@ -80,15 +80,8 @@ def check_learnable(
         return [], {"skipped": f"needs at least {LEARNABLE_MIN_EXAMPLES} examples, got {n}"}
     x_fit, y_fit = x[held:][:LEARNABLE_MAX_FIT], y[held:][:LEARNABLE_MAX_FIT]
     x_held, y_held = x[:held], y[:held]
-    # What the targets are decides whether there is anything to score: known before training.
-    with preserved(model), torch.no_grad():
-        model.eval()
-        out_first = model(x_held[:2])
-    first_labels = class_labels_of(out_first, y_held[:2], task)
-    if first_labels is None:
-        return [], {"skipped": "the targets are not class labels"}
-    if first_labels.dim() != 1:
-        return [], {"skipped": "per-position labels (e.g. segmentation)"}
+    if reason := _nothing_to_score(model, x_held, y_held, task):
+        return [], {"skipped": reason}
     recalibrate_on = x_fit[:LEARNABLE_EARLY_RECALIBRATE] if stop_early else x_fit
     callbacks = []
     if stop_early:
@@ -142,27 +135,46 @@ def check_learnable(
     if held_acc is None or train_acc is None:
         return [], measurement
     if len(torch.unique(labels_fit)) > 1:
-        linear_acc = linear_baseline(x_fit, labels_fit, x_held, labels_held)
+        # The callback fitted the same ridge classifier on the same split already.
+        linear_acc = callbacks[0].linear_acc if callbacks else None
+        if linear_acc is None:
+            linear_acc = linear_baseline(x_fit, labels_fit, x_held, labels_held)
         measurement["linear_held_out_accuracy"] = linear_acc
         if linear_acc > chance + margin:  # the inputs do predict the labels
             found = _below_linear(held_acc, train_acc, linear_acc, chance, margin, len(x_fit), held)
             return found, measurement
     if held_acc > chance + margin:
         return [], measurement
-    return [
-        Finding(
-            "LABELS_UNLEARNABLE",
-            "error",
-            f"the labels do not follow the inputs: a copy of the model trained on "
-            f"{len(x_fit)} examples reaches {train_acc:.0%} on them but {held_acc:.1%} on "
-            f"{held} held-out ones, and a linear classifier "
-            f"{measurement.get('linear_held_out_accuracy', math.nan):.1%}: no better than "
-            f"chance ({chance:.1%}, +{margin:.1%} allowed)",
-            "check that inputs and labels are shuffled and indexed together (the same "
-            "permutation for x and y), and that each label belongs to its input",
-            measurement,
-        )
-    ], measurement
+    return [_unlearnable(measurement)], measurement
+
+
+def _unlearnable(m: dict[str, Any]) -> Finding:
+    """LABELS_UNLEARNABLE from the learnable check's measurement."""
+    return Finding(
+        "LABELS_UNLEARNABLE",
+        "error",
+        f"the labels do not follow the inputs: a copy of the model trained on "
+        f"{m['train_examples']} examples reaches {m['train_accuracy']:.0%} on them but "
+        f"{m['held_out_accuracy']:.1%} on {m['held_out_examples']} held-out ones, and a linear "
+        f"classifier {m.get('linear_held_out_accuracy', math.nan):.1%}: no better than "
+        f"chance ({m['chance']:.1%}, +{m['margin']:.1%} allowed)",
+        "check that inputs and labels are shuffled and indexed together (the same "
+        "permutation for x and y), and that each label belongs to its input",
+        m,
+    )
+
+
+def _nothing_to_score(model: nn.Module, x: Tensor, y: Tensor, task: Task) -> str | None:
+    """Why there is nothing to score, known before any training from the targets and the
+    shape of the output on two examples (None: there is)."""
+    with preserved(model), torch.no_grad():
+        model.eval()
+        labels = class_labels_of(model(x[:2]), y[:2], task)
+    if labels is None:
+        return "the targets are not class labels"
+    if labels.dim() != 1:
+        return "per-position labels (e.g. segmentation)"
+    return None
 
 
 def _verdict_clear(held_acc, linear_acc, chance, margin) -> bool:
