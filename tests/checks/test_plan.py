@@ -140,3 +140,25 @@ def test_timing_the_step_changes_nothing_the_checks_measure():
     for key in ("init", "initial_loss", "overfit", "lr_range"):
         assert timed.measurements[key] == untimed.measurements[key], key
     assert [f.message for f in timed.findings] == [f.message for f in untimed.findings]
+
+
+def test_a_checkup_with_the_progress_bar_moves_it_to_its_planned_total(monkeypatch):
+    import babysit.doctor as doctor
+
+    bars = []
+
+    class Kept(_Progress):
+        def __init__(self, enabled):
+            super().__init__(enabled)
+            bars.append(self)
+
+    monkeypatch.setattr(doctor, "_Progress", Kept)
+    torch.manual_seed(0)
+    x, y = torch.randn(128, 8), torch.randint(0, 3, (128,))
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    budget = Budget(overfit_steps=10, learnable_steps=10, range_steps=10, lr_steps=10)
+    report = bs.checkup(model, (x, y), budget=budget, progress=True)
+    task = bars[0].bar.tasks[0]
+    planned = report.measurements["plan"]["planned_units"]
+    assert task.total == pytest.approx(sum(planned.values()), rel=1e-2)
+    assert task.completed == pytest.approx(task.total)
