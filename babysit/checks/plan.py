@@ -85,7 +85,7 @@ RANGE_BATCH_MIN = 16
 # re-estimation and held-out scoring (about 1,000 examples of forward), the parameter
 # check's 5 steps (none in a scaled plan: it reads the learning-rate run), the tiny-subset
 # measurements every 10 steps.
-LEARNABLE_EVAL_EXAMPLES = 1024  # 512 re-estimating BatchNorm, 256 held out, 128 seen, twice
+LEARNABLE_EVAL_EXAMPLES = 1024  # 256 re-estimating BatchNorm, 256 held out, 128 seen, twice
 PARAMS_STEPS = 5
 
 
