@@ -275,6 +275,7 @@ def _checkup(model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget,
         "torch": torch.__version__,
         "babysit": _version(),
         "timings_s": timings,
+        "plan": plan.rule,
     }
     return Report(context.findings, context.measurements, meta)
 
