@@ -2,6 +2,7 @@
 
     python bench/doctor_time.py            # 3 rounds of each command (~2 min on 2 cores)
     python bench/doctor_time.py --runs 5
+    python bench/doctor_time.py --models --only gpt2   # one of issue 12's two figures
 
 Commands, run in turn (A, B, C, D, A, B, ...) so that a drift in the machine's speed hits
 all of them alike (BENCHMARKS.md):
@@ -222,6 +223,7 @@ def main() -> None:
     parser.add_argument("--models", action="store_true", help="only the ResNet-18/GPT-2 figures")
     parser.add_argument("--no-models", action="store_true", help="skip those figures")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per model figure")
+    parser.add_argument("--only", choices=("gpt2", "resnet18"), help="one of the two model figures")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -231,7 +233,7 @@ def main() -> None:
         _commands_figures(args)
     if not args.no_models:
         print(f"issue 12: default checkup against {MODEL_EPOCHS} epochs of plain training")
-        for name in ("gpt2", "resnet18"):
+        for name in (args.only,) if args.only else ("gpt2", "resnet18"):
             _model_figure(name, args.timeout)
 
 
