@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 from babysit._validation import check_scalar
 from babysit.checks.base import Check, Context, draw, one_line
 from babysit.checks.findings import Finding
+from babysit.checks.plan import SMALL_BATCH, Plan, UnitMeter, make_plan, measure_step
 from babysit.checks.registry import CHECKUP
 from babysit.checks.runs import device_of
 from babysit.checks.task import task_for
@@ -57,7 +58,12 @@ CHECKUP_THREADS = 1
 @dataclass(frozen=True)
 class Budget:
     """How much work each step may do. The defaults keep `babysit doctor` on digits within
-    ~10 s of CPU; tests pass smaller ones. Steps are optimizer steps."""
+    ~10 s of CPU; tests pass smaller ones. Steps are optimizer steps.
+
+    `epochs` is the time allowance: when these steps would cost more than `epochs` epochs
+    of plain training of the model on the data (measured as the time of one training step
+    at `batch_size`) and more than `min_seconds`, the checkup scales them down to fit
+    (babysit.checks.plan); None never scales."""
 
     audit_examples: int = 512  # one batch for the init statistics, initial loss and trace
     max_examples: int = 4096  # the sample the training checks draw from
@@ -70,26 +76,46 @@ class Budget:
     full_min_steps: int = 500
     full_max_steps: int = 3000
     batch_size: int = 64
+    epochs: float | None = 2.0
+    min_seconds: float = 30.0
 
 
 class _Progress:
-    """A rich progress bar over the checkup's steps, on stderr (or nothing)."""
+    """A rich progress bar on stderr (or nothing): the step running, and the time left,
+    estimated over the plan's work in units of one training step (babysit.checks.plan), so
+    that a check of 100 steps weighs 100 times one of one step."""
 
     def __init__(self, enabled: bool):
         self.bar = None
+        self.done = 0.0  # planned units of the checks finished
+        self.planned: dict[str, float] = {}
         if enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
                 TextColumn("[bold]checkup[/]"),
                 BarColumn(),
-                TextColumn("{task.completed}/{task.total} {task.description}"),
+                TextColumn("{task.description}"),
                 TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
                 console=Console(stderr=True),
                 transient=True,
             )
-            self.task = self.bar.add_task("", total=len(CHECKUP))
+            self.task = self.bar.add_task("measuring one training step", total=None)
+
+    def plan(self, planned: dict[str, float]) -> None:
+        """The work of each check, by key, in step units: the bar's total."""
+        self.planned = planned
+        if self.bar is not None:
+            self.bar.update(self.task, total=max(sum(planned.values()), 1.0), completed=0)
 
     def __enter__(self) -> _Progress:
         if self.bar is not None:
@@ -104,9 +130,16 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(self.task, description=name)
 
-    def end(self) -> None:
+    def used(self, key: str, units: float) -> None:
+        """`units` of work done inside the check `key`: the bar moves within its share."""
+        if self.bar is not None and self.planned:
+            inside = min(units, self.planned.get(key, 0.0))
+            self.bar.update(self.task, completed=self.done + inside)
+
+    def end(self, key: str) -> None:
+        self.done += self.planned.get(key, 0.0)
         if self.bar is not None:
-            self.bar.advance(self.task)
+            self.bar.update(self.task, completed=self.done)
 
 
 def _validate(model: object, optimizer: str, lr: float | None, seed: object) -> None:
@@ -196,6 +229,9 @@ def _checkup(model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget,
         x, y = x_all.to(device), y_all.to(device)
         finite = torch.isfinite(x.flatten(1)).all(dim=1) if x.is_floating_point() else None
         usable, usable_y = (x, y) if finite is None else (x[finite], y[finite])
+        plan = _plan(model, usable, usable_y, task, budget, optimizer, seed, quick, n)
+        budget = plan.budget
+        bar.plan({c.key: plan.units(c.key, quick) for c in CHECKUP})
         traced = _probe(model, usable[: budget.audit_examples], "the data") if len(usable) else None
         if traced is not None and traced.output is None:
             raise UsageError(
@@ -219,10 +255,14 @@ def _checkup(model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget,
             seed=seed,
             val_data=val_data,
             device=device,
+            plan=plan,
         )
         # With no finite example there is nothing to run the model on: only the data audit.
-        timings = _run(CHECKUP if traced is not None else CHECKUP[:1], context, bar)
+        checks = CHECKUP if traced is not None else CHECKUP[:1]
+        with UnitMeter(model, budget.batch_size) as meter:
+            timings = _run(checks, context, bar, meter)
     context.measurements["timings_s"] = timings
+    context.measurements["plan"] = plan.as_measurement(meter.per_check)
     meta = {
         "model": _describe_model(model),
         "data": f"{type(data).__name__} of {n} examples, inputs {tuple(x_all.shape[1:])}",
@@ -235,6 +275,7 @@ def _checkup(model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget,
         "torch": torch.__version__,
         "babysit": _version(),
         "timings_s": timings,
+        "plan": plan.rule,
     }
     return Report(context.findings, context.measurements, meta)
 
@@ -245,16 +286,32 @@ def _version() -> str:
     return __version__
 
 
-def _run(checks: tuple[Check, ...], context: Context, bar: _Progress) -> dict[str, float]:
+def _plan(model, x, y, task, budget, optimizer, seed, quick, examples) -> Plan:
+    """The checkup's plan from the measured cost of one training step (babysit.checks.plan);
+    the fixed budget when it cannot be measured."""
+    step_s = small_s = None
+    if len(x) and budget.epochs is not None:
+        step_s = measure_step(model, x, y, task, budget.batch_size, optimizer, seed)
+        if step_s is not None:
+            small_s = measure_step(model, x, y, task, min(SMALL_BATCH, len(x)), optimizer, seed)
+    return make_plan(budget, examples, step_s, small_s, quick)
+
+
+def _run(
+    checks: tuple[Check, ...], context: Context, bar: _Progress, meter: UnitMeter | None = None
+) -> dict[str, float]:
     """Run each check on `context`: its findings (each naming the check) and measurement go
     into the context; an unexpected failure becomes CHECK_FAILED and the others still run;
-    the checks that step aside get one CHECK_SKIPPED per reason. Returns the time per check."""
+    the checks that step aside get one CHECK_SKIPPED per reason. Returns the time per check;
+    `meter.per_check` gets the work each did, in units of one training step."""
     context.gates = frozenset(c.key for c in checks if c.gate)
     timings: dict[str, float] = {}
     skipped: dict[str, list[str]] = {}
     for check in checks:
         bar.begin(check.name)
-        start = time.perf_counter()
+        start, units = time.perf_counter(), meter.units if meter is not None else 0.0
+        if meter is not None:
+            meter.on_units = lambda total, key=check.key, at=units: bar.used(key, total - at)
         try:
             reason = check.skip(context)
             if reason is not None:
@@ -270,7 +327,9 @@ def _run(checks: tuple[Check, ...], context: Context, bar: _Progress) -> dict[st
             context.findings.append(_failed(check, e))
         finally:
             timings[check.name] = time.perf_counter() - start
-            bar.end()
+            if meter is not None:
+                meter.per_check[check.key] = round(meter.units - units, 2)
+            bar.end(check.key)
     for reason, names in skipped.items():
         context.findings.append(
             Finding(

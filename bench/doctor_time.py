@@ -2,6 +2,7 @@
 
     python bench/doctor_time.py            # 3 rounds of each command (~2 min on 2 cores)
     python bench/doctor_time.py --runs 5
+    python bench/doctor_time.py --models --only gpt2   # one of issue 12's two figures
 
 Commands, run in turn (A, B, C, D, A, B, ...) so that a drift in the machine's speed hits
 all of them alike (BENCHMARKS.md):
@@ -133,6 +134,7 @@ def _model_child(name: str) -> None:
                 "wrapped": wrapped,
                 "codes": sorted(report.codes),
                 "steps_s": {k: round(v, 1) for k, v in report.meta["timings_s"].items()},
+                "plan": report.measurements.get("plan", {}),
             }
         ),
         flush=True,
@@ -172,6 +174,13 @@ def _model_figure(name: str, timeout: float) -> None:
     if facts.get("wrapped"):
         print(f"  {facts['wrapped']}")
     print(f"  per step: {facts['steps_s']}; codes: {', '.join(facts['codes']) or 'none'}")
+    plan = facts.get("plan") or {}
+    if plan:
+        used = sum((plan.get("used_steps") or {}).values())
+        print(
+            f"  plan: {plan.get('rule')}; {used:.0f} training steps' worth of work counted "
+            f"against {plan.get('allowance_steps')} allowed; steps {plan.get('planned_steps')}"
+        )
 
 
 def _babysit() -> list[str]:
@@ -214,6 +223,7 @@ def main() -> None:
     parser.add_argument("--models", action="store_true", help="only the ResNet-18/GPT-2 figures")
     parser.add_argument("--no-models", action="store_true", help="skip those figures")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per model figure")
+    parser.add_argument("--only", choices=("gpt2", "resnet18"), help="one of the two model figures")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -223,7 +233,7 @@ def main() -> None:
         _commands_figures(args)
     if not args.no_models:
         print(f"issue 12: default checkup against {MODEL_EPOCHS} epochs of plain training")
-        for name in ("gpt2", "resnet18"):
+        for name in (args.only,) if args.only else ("gpt2", "resnet18"):
             _model_figure(name, args.timeout)
 
 

@@ -70,6 +70,7 @@ class Context:
     findings: list[Finding] = field(default_factory=list)
     measurements: dict[str, Any] = field(default_factory=dict)
     gates: frozenset[str] = frozenset()  # the keys of the checks whose errors block the rest
+    plan: Any = None  # babysit.checks.plan.Plan: the budget's origin, sub-batches, early stops
     _audit_inputs: tuple[Tensor, str] | None = None
 
     @property

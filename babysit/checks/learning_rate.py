@@ -11,6 +11,8 @@ from torch import nn
 from babysit.checks.base import Check, Context, Figure, Found, fmt
 from babysit.checks.findings import Finding
 from babysit.checks.lr import UPDATE_RATIO_MAX, UPDATE_RATIO_MIN, check_lr, lr_range_test
+from babysit.checks.params import snapshot
+from babysit.checks.params_check import GradientPeaks
 
 __all__ = ["LRRangeCheck", "LearningRateCheck"]
 
@@ -27,13 +29,15 @@ class LRRangeCheck(Check):
         return context.untrainable()
 
     def run(self, context: Context) -> Found:
-        budget = context.budget
+        budget, plan = context.budget, context.plan
+        scaled = plan is not None and plan.scaled
         return [], lr_range_test(
             *context.training_args,
             optimizer=context.optimizer,
             steps=budget.range_steps,
-            batch_size=budget.batch_size,
+            batch_size=(plan.range_batch_size if scaled else None) or budget.batch_size,
             seed=context.seed,
+            retry=not scaled,
         )
 
 
@@ -88,6 +92,16 @@ class LearningRateCheck(Check):
                 for i in trace.consumers.get(c.index, [])
             )
         ]
+        plan = context.plan
+        observe = None
+        if plan is not None and plan.scaled:  # the parameter check reads this run
+            before = snapshot(context.model)
+
+            def observe(net):
+                gradients = GradientPeaks()
+                plan.shared["lr_run"] = (before, net, gradients)
+                return [gradients]
+
         found, measurement = check_lr(
             *context.training_args,
             lr=context.lr,
@@ -97,6 +111,7 @@ class LearningRateCheck(Check):
             batch_size=budget.batch_size,
             seed=context.seed,
             normalized=normalized,
+            observe=observe,
         )
         measurement["ratio_range"] = [UPDATE_RATIO_MIN, UPDATE_RATIO_MAX]
         if lr_range is not None:

@@ -153,18 +153,21 @@ def lr_range_test(
     steps: int,
     batch_size: int,
     seed: int = 0,
+    retry: bool = True,
 ) -> dict[str, Any]:
     """Run the range test on a copy of the model; return `analyse_range`'s result plus the
     optimizer, the number of steps and why it stopped. A sweep that finds no usable range
-    is run once more, LR_RANGE_RETRY_FACTOR times slower (more steps at each rate); the
-    first sweep's summary is kept under "first_sweep"."""
+    is run once more (unless `retry` is False: a checkup scaled to its time allowance),
+    LR_RANGE_RETRY_FACTOR times slower (more steps at each rate); the first sweep's summary
+    is kept under "first_sweep"."""
     result = _sweep(model, x, y, task, optimizer, steps, batch_size, seed)
-    if result["suggestion"] is None and LR_RANGE_RETRY_FACTOR > 1:
+    if result["suggestion"] is None and retry and LR_RANGE_RETRY_FACTOR > 1:
         first = {k: result.get(k) for k in ("start_loss", "min_loss", "steps", "stop")}
         result = _sweep(
             model, x, y, task, optimizer, steps * LR_RANGE_RETRY_FACTOR, batch_size, seed
         )
         result["first_sweep"] = first
+    result["batch_size"] = min(batch_size, len(x))
     return result
 
 
@@ -198,9 +201,12 @@ def _short_run(
     batch_size: int,
     seed: int,
     ratios: bool,
+    observe=None,
 ) -> dict[str, Any]:
     net = copy.deepcopy(model)
     callbacks: list[Callback] = [LossAbort(LR_HIGH_FACTOR)]
+    if observe is not None:
+        callbacks += observe(net)
     watch = UpdateRatioLog(net) if ratios else None
     if watch is not None:
         callbacks.append(watch)
@@ -281,6 +287,7 @@ def check_lr(
     batch_size: int,
     seed: int = 0,
     normalized: Sequence[str] = (),
+    observe=None,
 ) -> tuple[list[Finding], dict[str, Any]]:
     """A short run at `lr` (the user's) or at the range test's `suggestion`, judged by the
     CS231n rules: NaN or > 3x the first loss is LR_TOO_HIGH; a loss that barely moves
@@ -290,13 +297,15 @@ def check_lr(
     layers out of line with the others are reported. `normalized` names the weight layers
     followed by BatchNorm (not judged too high). With neither a user lr nor a suggestion,
     the ratios are measured at the optimizer's usual rate (`LR_FALLBACK`,
-    measurement["fallback"]). measurement["suggestion"] is the verified suggestion."""
+    measurement["fallback"]). measurement["suggestion"] is the verified suggestion.
+    `observe(net)`, when given, returns callbacks for each run at the chosen rate (the
+    parameter check reads that run)."""
     measurement: dict[str, Any] = {"user_lr": lr, "suggestion": suggestion}
     run = None
     if lr is None and suggestion is not None:
         for attempt in range(LR_SUGGESTION_RETRIES + 1):
             run = _short_run(
-                model, x, y, task, suggestion, optimizer, steps, batch_size, seed, True
+                model, x, y, task, suggestion, optimizer, steps, batch_size, seed, True, observe
             )
             if run["stop"] is None or attempt == LR_SUGGESTION_RETRIES:
                 break
@@ -309,7 +318,9 @@ def check_lr(
         chosen = LR_FALLBACK.get(optimizer, LR_FALLBACK_ADAPTIVE)
         measurement["fallback"] = chosen
     if run is None:
-        run = _short_run(model, x, y, task, chosen, optimizer, steps, batch_size, seed, True)
+        run = _short_run(
+            model, x, y, task, chosen, optimizer, steps, batch_size, seed, True, observe
+        )
     measurement["run"] = run
     findings: list[Finding] = []
     if run["stop"] is not None:

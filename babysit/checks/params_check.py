@@ -13,7 +13,7 @@ from babysit.checks.params import check_params_updated, gradient_norms, paramete
 from babysit.checks.runs import train_copy
 from babysit.train import Callback, TrainState
 
-__all__ = ["PARAMS_STEPS", "ParamsCheck"]
+__all__ = ["PARAMS_STEPS", "GradientPeaks", "ParamsCheck"]
 
 # Optimizer steps of the copy: one moves every parameter that has a gradient (any optimizer
 # with a non-zero rate); a few more make a first step that is skipped or clipped harmless.
@@ -24,7 +24,7 @@ PARAMS_STEPS = 5
 EXPLAINED_BY = ("DEAD_UNITS", "INIT_SYMMETRIC")
 
 
-class _Gradients(Callback):
+class GradientPeaks(Callback):
     """The largest gradient norm of each trainable parameter over the backward passes of the
     run (None: it never had one): a zero-initialised last layer passes no gradient back at
     the first step, but does from the second on."""
@@ -57,19 +57,28 @@ class ParamsCheck(Check):
             return [], {"skipped": "no learning rate (none given, none found)"}
         if context.raised(*EXPLAINED_BY, severity="error"):
             return [], {"skipped": "explained by the init audit's error"}
-        before = snapshot(context.model)
-        gradients = _Gradients()
-        net, history = train_copy(
-            *context.training_args,
-            steps=max(2, min(PARAMS_STEPS, context.budget.lr_steps)),
-            lr=lr,
-            optimizer=context.optimizer,
-            batch_size=context.budget.batch_size,
-            seed=context.seed,
-            callbacks=[gradients],
-        )
-        if len(history.step_loss) < 2:  # diverged at once: LR_TOO_HIGH's business
-            return [], {"skipped": f"the run stopped: {history.stop_reason}", "lr": lr}
+        shared = context.plan.shared.get("lr_run") if context.plan is not None else None
+        if shared is not None and len(run.get("step_loss") or []) >= 2:
+            # A checkup scaled to its time allowance reads the learning-rate check's run at
+            # that rate (the same optimizer, batch and rate, more steps) instead of its own.
+            before, net, gradients = shared
+            steps = len(run["step_loss"])
+        else:
+            before = snapshot(context.model)
+            gradients = GradientPeaks()
+            net, history = train_copy(
+                *context.training_args,
+                steps=max(2, min(PARAMS_STEPS, context.budget.lr_steps)),
+                lr=lr,
+                optimizer=context.optimizer,
+                batch_size=context.budget.batch_size,
+                seed=context.seed,
+                callbacks=[gradients],
+            )
+            if len(history.step_loss) < 2:  # diverged at once: LR_TOO_HIGH's business
+                return [], {"skipped": f"the run stopped: {history.stop_reason}", "lr": lr}
+            steps = len(history.step_loss)
         measurement: dict[str, Any] = parameter_updates(before, snapshot(net), gradients.norms)
         measurement["lr"] = lr
+        measurement["steps"] = steps
         return check_params_updated(measurement), measurement

@@ -7,6 +7,7 @@ missing: each turns into a failure the moment it is fixed, so that the mark is r
 Tiny budgets keep each checkup to a few seconds; the heavier ones are marked slow.
 """
 
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -210,20 +211,27 @@ def test_row_n_targets_against_n_by_1_outputs_is_shape_broadcast():
 
 
 @pytest.mark.slow
-@_missing(
-    "every checkup step to scale its work to the measured cost of one training step; today "
-    "the fixed Budget (300 overfit steps per lr, 150 learnable, 100 range, 100 lr steps of "
-    "64) passes ~10x two epochs of examples through a ResNet on 2,000 images"
-)
-def test_row_resnet_checkup_passes_at_most_two_epochs_of_examples():
-    """The time row, counted instead of timed: examples through the model's forward (the
-    copies keep the hook), against 2 epochs of 2,000 images. Counting every forward as a
-    training step over-counts, so this is a bound the real cost stays under."""
-    case = zoo.resnet_case(n=2000, width=4)
-    seen = []
-    case.model.register_forward_hook(lambda m, inputs, out: seen.append(len(inputs[0])))
-    bs.checkup(case.model, case.data)
-    assert sum(seen) <= 2 * 2000
+def test_row_resnet_checkup_costs_at_most_two_epochs_of_training_steps():
+    """The time row, counted instead of timed: the work through the model's forward (the
+    copies keep the hook), in training steps of 64 (a forward with gradients counts its
+    examples, one without a third of them: Kaplan et al. 2020, 2N of 6N FLOPs), against 2
+    epochs of 2,000 images (64 steps). Width 16 on 3x32x32: its fixed budget would take
+    minutes, so the plan scales it. (Width 4 is a slow learner: it needs ~80 Adam steps to
+    get half of the way to a linear classifier, and the learnable-labels check rightly
+    trains that long rather than call it WORSE_THAN_LINEAR.)"""
+    x, y = zoo.images(2000, (3, 32, 32), 10, seed=0)
+    torch.manual_seed(0)
+    model = zoo.resnet18(10, 16)
+    units = []
+    model.register_forward_hook(
+        lambda m, inputs, out: units.append(
+            len(inputs[0]) / 64 * (1.0 if torch.is_grad_enabled() else 1 / 3)
+        )
+    )
+    report = bs.checkup(model, (x, y))
+    assert report.measurements["plan"]["scaled"]
+    assert _codes(report) == set(), [f.message for f in report.findings]
+    assert sum(units) <= 2 * math.ceil(2000 / 64)
 
 
 def test_row_cli_token_npz_keeps_ids_integer_and_accepts_per_position_targets(tmp_path):
