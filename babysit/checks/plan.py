@@ -1,7 +1,7 @@
 """The checkup's plan: how much work each step may do, from the measured cost of one training
 step of the model on its data.
 
-Issue 12's target: the default checkup costs at most `Budget.epochs` (2) epochs of plain
+The target: the default checkup costs at most `Budget.epochs` (2) epochs of plain
 training of the same model on the same data. The unit is one training step (forward,
 backward, optimizer step) at `Budget.batch_size`, timed on a copy right after the data is
 drawn; 2 epochs of N examples are 2 * ceil(N / B) of them. The rule:

@@ -19,8 +19,8 @@ __all__ = ["MAX_TRIALS", "PLAN_ATTR", "Plan"]
 
 PLAN_ATTR = "babysit:plan"  # study user attribute holding Plan.to_json()
 # Every trial is queued when the study is created (~1 ms each on a local journal file) and
-# each claim scans the queue: beyond this many a plan is surely a typo (issue 15: a stage of
-# 100000000 trials queued silently for hours).
+# each claim scans the queue: beyond this many a plan is surely a typo (a stage of 100000000
+# trials would queue silently for hours).
 MAX_TRIALS = 10_000
 DIRECTIONS = ("maximize", "minimize")
 

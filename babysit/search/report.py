@@ -5,7 +5,6 @@ the CS231n notes' scatter; and the range each stage sampled). The search decides
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from babysit._io import write_atomic
+from babysit._io import write_atomic, write_json
 from babysit.report.terminal import stderr, stdout
 from babysit.search.plan import Plan
 from babysit.search.pruner import PRUNE_REASON
@@ -235,15 +234,9 @@ def write_report(result: SearchResult, out: Path | str, storage: str | None = No
     out.mkdir(parents=True, exist_ok=True)
     data = result_dict(result, storage)
     json_path, html_path = out / "search.json", out / "search.html"
-    write_atomic(json_path, json.dumps(data, indent=2, default=_json_default) + "\n")
+    write_json(json_path, data)
     write_atomic(html_path, html_page(result, storage))
     return [json_path, html_path]
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return str(value)
 
 
 # --- HTML ----------------------------------------------------------------------------------

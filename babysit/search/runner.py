@@ -39,8 +39,8 @@ __all__ = ["run_search"]
 
 Progress = Callable[[Sequence[FrozenTrial]], None]
 # Small models on a CPU train fastest on one torch thread per process: the example search took
-# 22 s with torch's default threads beside one CPU-bound neighbour, 11 s with one (issue 15;
-# the checkup and the lab measured the same). `--threads` changes it.
+# 22 s with torch's default threads beside one CPU-bound neighbour, 11 s with one (our
+# measurement; the checkup and the lab measured the same). `--threads` changes it.
 CPU_THREADS = 1
 CHECKPOINTS = "checkpoints"  # the default checkpoint folder, beside a local study file
 # How long the parent waits for workers to stop after Ctrl-C before terminating them.

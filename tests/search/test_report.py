@@ -145,3 +145,22 @@ def test_a_continued_trial_is_marked_in_search_json_and_the_tables(tmp_path):
     (continued,) = [t for t in data["trials"] if t["continues"] is not None]
     assert continued["stage"] == 2 and continued["continues"] == result.stages[0].best.number
     assert f"continues #{continued['continues']}" in html_path.read_text()
+
+
+def _refuse(constant):
+    raise ValueError(f"search.json holds {constant}, which strict JSON readers reject")
+
+
+def test_search_json_is_strict_json_when_a_trial_reported_inf(tmp_path):
+    """A trial that reported a non-finite value (an inf validation loss before it was
+    pruned) is written as null, not as the Infinity that strict readers reject."""
+
+    def diverging(trial):
+        trial.report(float("inf") if trial.params["lr"] > 1e-3 else 0.5, 0)
+        return 0.5
+
+    result = search(diverging, {"lr": (1e-6, 10.0)}, [Stage(6, epochs=1)], seed=0)
+    (json_path, _) = write_report(result, tmp_path)
+    data = json.loads(json_path.read_text(), parse_constant=_refuse)
+    reported = [t["last_reported"] for t in data["trials"]]
+    assert None in reported and 0.5 in reported
