@@ -16,6 +16,7 @@ from babysit.checks.base import Check, Context, Figure, Found, draw
 from babysit.checks.findings import Finding
 from babysit.checks.runs import device_of, linear_baseline
 from babysit.checks.task import Task, accuracy, class_labels_of
+from babysit.data.batches import Inputs, select, to_device
 from babysit.train import Callback, LossAbort, fit
 
 __all__ = ["OVERFIT_GAP", "UNDERFIT_MARGIN", "TrainingRunCheck", "check_generalization"]
@@ -36,7 +37,7 @@ class _EpochAccuracy(Callback):
     """Per epoch, accuracy (babysit's, which also reads one-hot targets) on fixed train and
     val batches, in eval mode."""
 
-    def __init__(self, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], task: Task):
+    def __init__(self, train: tuple[Inputs, Tensor], val: tuple[Inputs, Tensor], task: Task):
         self.train, self.val, self.task = train, val, task
         self.records: list[dict[str, float | None]] = []
 
@@ -45,7 +46,8 @@ class _EpochAccuracy(Callback):
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            train_out, val_out = model(self.train[0]), model(self.val[0])
+            train_out = self.task.output(model, self.train[0])
+            val_out = self.task.output(model, self.val[0])
         model.train(was_training)
         self.records.append(
             {
@@ -60,8 +62,8 @@ class _EpochAccuracy(Callback):
 
 def check_generalization(
     model: nn.Module,
-    train: tuple[Tensor, Tensor],
-    val: tuple[Tensor, Tensor],
+    train: tuple[Inputs, Tensor],
+    val: tuple[Inputs, Tensor],
     task: Task,
     *,
     lr: float,
@@ -77,12 +79,14 @@ def check_generalization(
     optimizer steps (small data sets get more epochs), and judge OVERFITTING /
     UNDERFITTING; NAN_LOSS or LR_TOO_HIGH if the loss blows up on the way."""
     net = copy.deepcopy(model)
-    steps_per_epoch = math.ceil(len(train[0]) / batch_size)
+    steps_per_epoch = math.ceil(len(train[1]) / batch_size)
     steps = min(max(epochs * steps_per_epoch, min_steps), max_steps)
     epochs = math.ceil(steps / steps_per_epoch)
-    sample = min(len(val[0]), 1024)
+    sample = slice(0, min(len(val[1]), 1024))
     watch = _EpochAccuracy(
-        (train[0][:sample], train[1][:sample]), (val[0][:sample], val[1][:sample]), task
+        (select(train[0], sample), train[1][sample]),
+        (select(val[0], sample), val[1][sample]),
+        task,
     )
     history = fit(
         net,
@@ -93,6 +97,7 @@ def check_generalization(
         optimizer=optimizer,
         batch_size=batch_size,
         loss_fn=task.loss_fn,
+        forward=task.forward,
         callbacks=[LossAbort(), watch, *callbacks],
         device=device_of(model),
         seed=seed,
@@ -150,7 +155,7 @@ def _underfitting(net, train, val, task, records, evidence, measurement) -> list
     reaches on the validation data (recorded in `measurement`)."""
     train_acc, val_acc = evidence["train_accuracy"], evidence["val_accuracy"]
     with torch.no_grad():
-        probe = net.eval()(train[0][:1])
+        probe = task.output(net.eval(), select(train[0], slice(0, 1)))
     fit_labels = class_labels_of(probe.expand(len(train[1]), *probe.shape[1:]), train[1], task)
     val_labels = class_labels_of(probe.expand(len(val[1]), *probe.shape[1:]), val[1], task)
     if fit_labels is None or val_labels is None or fit_labels.dim() != 1:
@@ -232,7 +237,7 @@ class TrainingRunCheck(Check):
         return check_generalization(
             context.model,
             (context.x, context.y),
-            (vx.to(context.device), vy.to(context.device)),
+            (to_device(vx, context.device), vy.to(context.device)),
             context.task,
             lr=self._rate(context),
             optimizer=context.optimizer,

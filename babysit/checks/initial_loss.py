@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from babysit.checks.base import Check, Context, Found, fmt
 from babysit.checks.findings import Finding
 from babysit.checks.task import Task, class_dim
+from babysit.data.batches import Inputs
 from babysit.probes import preserved
 
 __all__ = ["INIT_LOSS_RATIO_MAX", "OUTPUT_SCALE_MAX", "InitialLossCheck", "check_initial_loss"]
@@ -33,13 +34,13 @@ OUTPUT_SCALE_MAX = 5.0
 
 
 def check_initial_loss(
-    model: nn.Module, x: Tensor, y: Tensor, task: Task, input_note: str = ""
+    model: nn.Module, x: Inputs, y: Tensor, task: Task, input_note: str = ""
 ) -> tuple[list[Finding], dict[str, Any]]:
     """The first loss (training mode, no update) against the loss of an uninformed output:
     ln(C) for C-class cross-entropy."""
     with preserved(model), torch.no_grad():
         model.train()
-        output = model(x)
+        output = task.output(model, x)
         loss = float(task.loss(output, y))
         expected = task.expected_initial_loss(output, y)  # ln(V) per position too
     dim = class_dim(output, y) if task.class_labels else None

@@ -14,6 +14,7 @@ from babysit.checks.findings import Finding
 from babysit.checks.runs import linear_baseline, recalibrate_batchnorm, train_copy
 from babysit.checks.sanity import after_overfit
 from babysit.checks.task import Task, accuracy, chance_accuracy, class_labels_of
+from babysit.data.batches import Inputs, select
 
 __all__ = ["LEARNABLE_LINEAR_SHARE", "LEARNABLE_Z", "LearnableCheck", "check_learnable"]
 
@@ -43,7 +44,7 @@ LEARNABLE_LINEAR_SHARE = 0.5
 
 def check_learnable(
     model: nn.Module,
-    x: Tensor,
+    x: Inputs,
     y: Tensor,
     task: Task,
     *,
@@ -56,12 +57,13 @@ def check_learnable(
     stay at chance, the labels do not follow the inputs (shuffled or misaligned). The linear
     model keeps a weak or broken network from being blamed on the labels, and the network
     keeps labels that only a nonlinear model can read from being called unlearnable."""
-    n = len(x)
+    n = len(y)
     held = min(int(n * LEARNABLE_HELD_OUT), 512)
     if n < LEARNABLE_MIN_EXAMPLES or held < 50:
         return [], {"skipped": f"needs at least {LEARNABLE_MIN_EXAMPLES} examples, got {n}"}
-    x_fit, y_fit = x[held:][:LEARNABLE_MAX_FIT], y[held:][:LEARNABLE_MAX_FIT]
-    x_held, y_held = x[:held], y[:held]
+    fit_part = slice(held, held + LEARNABLE_MAX_FIT)
+    x_fit, y_fit = select(x, fit_part), y[fit_part]
+    x_held, y_held = select(x, slice(0, held)), y[:held]
     net, history = train_copy(
         model,
         x_fit,
@@ -73,24 +75,26 @@ def check_learnable(
         batch_size=batch_size,
         seed=seed,
     )
-    x_seen, y_seen = x_fit[: max(held, 256)], y_fit[: max(held, 256)]
+    seen = slice(0, max(held, 256))
+    x_seen, y_seen = select(x_fit, seen), y_fit[seen]
     # Scored in eval mode, as it will be used, with BatchNorm statistics of these weights.
-    recalibrated = recalibrate_batchnorm(net, x_fit, batch_size)
+    recalibrated = recalibrate_batchnorm(net, x_fit, batch_size, task.forward)
     net.eval()
     with torch.no_grad():
-        out_held, out_seen, out_fit = net(x_held), net(x_seen), net(x_fit[:1])
+        out_held, out_seen = task.output(net, x_held), task.output(net, x_seen)
+        out_fit = task.output(net, select(x_fit, slice(0, 1)))
     labels_held = class_labels_of(out_held, y_held, task)
     labels_seen = class_labels_of(out_seen, y_seen, task)
-    labels_fit = class_labels_of(out_fit.expand(len(x_fit), *out_fit.shape[1:]), y_fit, task)
+    labels_fit = class_labels_of(out_fit.expand(len(y_fit), *out_fit.shape[1:]), y_fit, task)
     if labels_held is None or labels_seen is None or labels_fit is None:
         return [], {"skipped": "the targets are not class labels"}
     if labels_held.dim() != 1:
         return [], {"skipped": "per-position labels (e.g. segmentation)"}
     held_acc, train_acc = accuracy(out_held, y_held, task), accuracy(out_seen, y_seen, task)
     chance = chance_accuracy(labels_held)
-    margin = LEARNABLE_Z * math.sqrt(max(chance * (1 - chance), 1e-12) / len(x_held))
+    margin = LEARNABLE_Z * math.sqrt(max(chance * (1 - chance), 1e-12) / len(y_held))
     measurement: dict[str, Any] = {
-        "train_examples": len(x_fit),
+        "train_examples": len(y_fit),
         "held_out_examples": held,
         "steps": len(history.step_loss),
         "train_accuracy": train_acc,
@@ -105,7 +109,7 @@ def check_learnable(
         linear_acc = linear_baseline(x_fit, labels_fit, x_held, labels_held)
         measurement["linear_held_out_accuracy"] = linear_acc
         if linear_acc > chance + margin:  # the inputs do predict the labels
-            found = _below_linear(held_acc, train_acc, linear_acc, chance, margin, len(x_fit), held)
+            found = _below_linear(held_acc, train_acc, linear_acc, chance, margin, len(y_fit), held)
             return found, measurement
     if held_acc > chance + margin:
         return [], measurement
@@ -114,7 +118,7 @@ def check_learnable(
             "LABELS_UNLEARNABLE",
             "error",
             f"the labels do not follow the inputs: a copy of the model trained on "
-            f"{len(x_fit)} examples reaches {train_acc:.0%} on them but {held_acc:.1%} on "
+            f"{len(y_fit)} examples reaches {train_acc:.0%} on them but {held_acc:.1%} on "
             f"{held} held-out ones, and a linear classifier "
             f"{measurement.get('linear_held_out_accuracy', math.nan):.1%}: no better than "
             f"chance ({chance:.1%}, +{margin:.1%} allowed)",

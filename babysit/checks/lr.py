@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from babysit.checks.findings import Finding
 from babysit.checks.runs import device_of, train_copy
 from babysit.checks.task import Task
+from babysit.data.batches import Inputs
 from babysit.train import LOSS_ABORT_FACTOR, Callback, LossAbort, fit
 from babysit.train.measuring import LR_RANGE_START, LRRangeTest, UpdateRatioLog
 
@@ -143,7 +144,7 @@ def analyse_range(lrs: Sequence[float], losses: Sequence[float]) -> dict[str, An
 
 def lr_range_test(
     model: nn.Module,
-    x: Tensor,
+    x: Inputs,
     y: Tensor,
     task: Task,
     *,
@@ -187,7 +188,7 @@ def _sweep(model, x, y, task, optimizer, steps, batch_size, seed) -> dict[str, A
 
 def _short_run(
     model: nn.Module,
-    x: Tensor,
+    x: Inputs,
     y: Tensor,
     task: Task,
     lr: float,
@@ -208,8 +209,9 @@ def _short_run(
         epochs=1,
         lr=lr,
         optimizer=optimizer,
-        batch_size=min(batch_size, len(x)),
+        batch_size=min(batch_size, len(y)),
         loss_fn=task.loss_fn,
+        forward=task.forward,
         callbacks=callbacks,
         device=device_of(model),
         seed=seed,
@@ -234,7 +236,7 @@ def _short_run(
 
 def check_lr(
     model: nn.Module,
-    x: Tensor,
+    x: Inputs,
     y: Tensor,
     task: Task,
     *,

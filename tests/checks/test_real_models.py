@@ -85,7 +85,6 @@ NEEDS_MODEL_OUTPUT = (
 )
 
 
-@_refused(NEEDS_MODEL_OUTPUT)
 def test_row_gpt2_as_returned_checks_without_a_wrapper():
     report = _checkup(zoo.gpt2_case(n=32))
     assert "CHECK_FAILED" not in _codes(report)
@@ -143,11 +142,6 @@ def test_row_data_audit_judges_the_data_not_an_internal_feature(build):
     assert not {"DATA_NOT_CENTERED", "DATA_NOT_SCALED"} & _codes(report)
 
 
-@_refused(
-    "doctor._tensors to read the data with babysit.data.batches.sample (dict inputs "
-    "stacked key by key) and the model called as model(**inputs); today as_tensors raises "
-    "'cannot stack ... numpy.object_'"
-)
 def test_row_bert_with_dict_label_items_checks():
     report = _checkup(zoo.bert_case(n=64))
     assert "CHECK_FAILED" not in _codes(report)
@@ -297,19 +291,11 @@ def test_zoo_healthy_model_gets_no_warning(build):
 
 BUGS = [
     pytest.param(lambda: zoo.resnet_case(bug=True), id="resnet-softmax"),
-    pytest.param(
-        lambda: zoo.gpt2_case(bug=True, n=32),
-        id="gpt2-embedding-std-1",
-        marks=_refused(NEEDS_MODEL_OUTPUT),
-    ),
+    pytest.param(lambda: zoo.gpt2_case(bug=True, n=32), id="gpt2-embedding-std-1"),
     pytest.param(
         lambda: zoo.gpt2_case(bug=True, n=32, wrapped=True), id="gpt2-wrapped-embedding-std-1"
     ),
-    pytest.param(
-        lambda: zoo.bert_case(bug=True, n=64),
-        id="bert-2-labels-for-3",
-        marks=_refused(NEEDS_DICT_ITEMS),
-    ),
+    pytest.param(lambda: zoo.bert_case(bug=True, n=64), id="bert-2-labels-for-3"),
     pytest.param(
         lambda: zoo.transformer_lm_case(bug=True, n=32, length=12, width=16, classes_first=True),
         id="causal_lm-softmax",
