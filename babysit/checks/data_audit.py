@@ -66,7 +66,9 @@ def _label_findings(output: Tensor, y: Tensor, task: Task) -> list[Finding]:
         if output.dim() > 1 and output.dim() != y.dim() + 1:
             return []  # e.g. (N, 1, C) scores for (N,) labels: the shapes, not the labels
         # The vocabulary for per-position scores, in either layout ((B, T, V) too).
-        classes = task.classes(output, y) if not y.is_floating_point() else None
+        # `output` is the model's on the first examples only; `y` may be the whole data's.
+        head = y[: len(output)] if output.dim() > 0 else y
+        classes = task.classes(output, head) if not y.is_floating_point() else None
         if classes is None:
             classes = output.shape[1] if output.dim() > 1 else 1
         if y.is_floating_point():

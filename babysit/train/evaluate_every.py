@@ -39,8 +39,8 @@ class EvaluateEvery(Callback):
     `batch` (tensors, or tuple/dict inputs) moves to the training device once, at the
     start. `mode="eval"` measures in eval mode under `torch.no_grad()`; `mode="train"` in
     train mode (batch statistics for BatchNorm) under no_grad, with the model's buffers,
-    mode and gradients restored after; `mode=None` leaves the mode as the loop has it. `stop_when(value)` may return a reason
-    (or True) to stop the run.
+    mode and gradients restored after; `mode=None` leaves the mode as the loop has it.
+    `stop_when(value)` may return a reason (or True) to stop the run.
 
     For example, the training error on 512 examples every 5 steps, stopping at 2%:
 
