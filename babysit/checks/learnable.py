@@ -11,10 +11,11 @@ from torch import Tensor, nn
 
 from babysit.checks.base import Check, Context, Found
 from babysit.checks.findings import Finding
-from babysit.checks.runs import linear_baseline, recalibrate_batchnorm, train_copy
+from babysit.checks.runs import Measure, linear_baseline, recalibrate_batchnorm, train_copy
 from babysit.checks.sanity import after_overfit
 from babysit.checks.task import Task, accuracy, chance_accuracy, class_labels_of
 from babysit.data.batches import Inputs, select
+from babysit.probes import preserved
 
 __all__ = ["LEARNABLE_LINEAR_SHARE", "LEARNABLE_Z", "LearnableCheck", "check_learnable"]
 
@@ -31,6 +32,12 @@ LEARNABLE_MIN_EXAMPLES = 200
 LEARNABLE_HELD_OUT = 0.25
 LEARNABLE_LR = 1e-3
 LEARNABLE_MAX_FIT = 2048
+# The copy trains `steps` steps at a time, scored on the held-out part after each round,
+# until it passes or after this many rounds: only a run that would otherwise be a finding
+# pays for more. Measured: Embedding -> LSTM(32) on `x[:, 0] % 3` (vocab 12, T = 8, 384
+# examples), Adam 1e-3, batches of 32: held-out 0.36 after 100 steps, 0.65 after 200, 1.0
+# after 300; with shuffled labels 0.26-0.31 all the way to 800.
+LEARNABLE_ROUNDS = 4
 # "Worse than a linear classifier": the copy's held-out accuracy covers less than this share
 # of the way from chance to the ridge classifier's, on the same split. Measured on digits:
 # healthy MLPs and CNNs 0.89-0.98 against 0.93-0.95 linear (over 90% of the way); a
@@ -64,16 +71,49 @@ def check_learnable(
     fit_part = slice(held, held + LEARNABLE_MAX_FIT)
     x_fit, y_fit = select(x, fit_part), y[fit_part]
     x_held, y_held = select(x, slice(0, held)), y[:held]
+    with preserved(model), torch.no_grad():  # the output's shape, for reading the labels
+        probe = task.output(model.eval(), select(x_fit, slice(0, 1)))
+    labels_held = class_labels_of(probe.expand(held, *probe.shape[1:]), y_held, task)
+    labels_fit = class_labels_of(probe.expand(len(y_fit), *probe.shape[1:]), y_fit, task)
+    if labels_held is None or labels_fit is None:
+        return [], {"skipped": "the targets are not class labels"}
+    if labels_held.dim() != 1:
+        return [], {"skipped": "per-position labels (e.g. segmentation)"}
+    chance = chance_accuracy(labels_held)
+    margin = LEARNABLE_Z * math.sqrt(max(chance * (1 - chance), 1e-12) / held)
+    linear_acc = None
+    if len(torch.unique(labels_fit)) > 1:
+        linear_acc = linear_baseline(x_fit, labels_fit, x_held, labels_held)
+    # The held-out accuracy that passes: half of the way to the linear model where the inputs
+    # predict the labels, else above chance. The run stops there, or after LEARNABLE_ROUNDS.
+    linear_learns = linear_acc is not None and linear_acc > chance + margin
+    passing = (
+        chance + LEARNABLE_LINEAR_SHARE * (linear_acc - chance) - margin  # type: ignore[operator]
+        if linear_learns
+        else chance + margin
+    )
+    started: list[bool] = []
+
+    def learnt(loss: float, acc: float | None) -> bool:
+        if not started:  # the evaluation before the first step
+            started.append(True)
+            return False
+        return acc is not None and acc > passing
+
+    # Judged in train mode between rounds: BatchNorm on the batch's own statistics, as the
+    # recalibrated model will be scored (its running averages lag behind the weights).
+    watch = Measure(x_held, y_held, task, steps, learnt, train_mode=True)
     net, history = train_copy(
         model,
         x_fit,
         y_fit,
         task,
-        steps=steps,
+        steps=steps * LEARNABLE_ROUNDS,
         lr=LEARNABLE_LR,
         optimizer="adam",
         batch_size=batch_size,
         seed=seed,
+        callbacks=[watch],
     )
     seen = slice(0, max(held, 256))
     x_seen, y_seen = select(x_fit, seen), y_fit[seen]
@@ -82,17 +122,7 @@ def check_learnable(
     net.eval()
     with torch.no_grad():
         out_held, out_seen = task.output(net, x_held), task.output(net, x_seen)
-        out_fit = task.output(net, select(x_fit, slice(0, 1)))
-    labels_held = class_labels_of(out_held, y_held, task)
-    labels_seen = class_labels_of(out_seen, y_seen, task)
-    labels_fit = class_labels_of(out_fit.expand(len(y_fit), *out_fit.shape[1:]), y_fit, task)
-    if labels_held is None or labels_seen is None or labels_fit is None:
-        return [], {"skipped": "the targets are not class labels"}
-    if labels_held.dim() != 1:
-        return [], {"skipped": "per-position labels (e.g. segmentation)"}
     held_acc, train_acc = accuracy(out_held, y_held, task), accuracy(out_seen, y_seen, task)
-    chance = chance_accuracy(labels_held)
-    margin = LEARNABLE_Z * math.sqrt(max(chance * (1 - chance), 1e-12) / len(y_held))
     measurement: dict[str, Any] = {
         "train_examples": len(y_fit),
         "held_out_examples": held,
@@ -105,12 +135,11 @@ def check_learnable(
     }
     if held_acc is None or train_acc is None:
         return [], measurement
-    if len(torch.unique(labels_fit)) > 1:
-        linear_acc = linear_baseline(x_fit, labels_fit, x_held, labels_held)
+    if linear_acc is not None:
         measurement["linear_held_out_accuracy"] = linear_acc
-        if linear_acc > chance + margin:  # the inputs do predict the labels
-            found = _below_linear(held_acc, train_acc, linear_acc, chance, margin, len(y_fit), held)
-            return found, measurement
+    if linear_learns:  # the inputs do predict the labels
+        found = _below_linear(held_acc, train_acc, linear_acc, chance, margin, len(y_fit), held)
+        return found, measurement
     if held_acc > chance + margin:
         return [], measurement
     return [

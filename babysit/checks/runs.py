@@ -93,10 +93,10 @@ class Measure(EvaluateEvery):
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    model: nn.Module, x: Inputs, size: int, forward: Forward | None = None
+    model: nn.Module, x: Inputs, batch_size: int, forward: Forward | None = None
 ) -> bool:
     """Re-estimate every BatchNorm's running mean and variance as the exact average over
-    `x` (in batches of `size`) for the weights the model has now, in place; False when
+    `x` (in batches of `batch_size`) for the weights the model has now, in place; False when
     the model has none. After a short run the running statistics, an exponential average
     over weights that kept changing, can be far from what the trained weights produce: a
     ResNet-18 copy trained 150 Adam steps on raw 0..255 images scored 7% held-out in eval
@@ -120,7 +120,7 @@ def recalibrate_batchnorm(
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # a cumulative average over the batches below
-        step = max(2, size)
+        step = max(2, batch_size)
         for start in range(0, n - 1, step):
             if min(start + step, n) - start > 1:
                 model_output(model, select(x, slice(start, start + step)), forward)
