@@ -143,9 +143,8 @@ def fit(
 
     `train`/`val` are TensorDatasets, (X, y) tensor pairs or any Dataset of (x, y) items.
     `optimizer` is a name (see make_optimizer) or a ready optimizer over the model's
-    parameters. Inputs may be tensors, tuples (`model(*x)`) or dicts (`model(**x)`), and
-    the model's output a tensor, a tuple (its first element) or a dict/`ModelOutput`
-    (`logits`); `forward(model, inputs) -> scores` replaces that call where it differs.
+    parameters. Inputs and outputs may be structured (babysit.data.batches.model_output);
+    `forward(model, inputs) -> scores` replaces that call where it differs.
     The run is reproducible for a given `seed`: it seeds torch's global RNG
     (dropout) and the shuffling. `max_steps` bounds the total number of optimizer steps.
     """
