@@ -155,8 +155,9 @@ def stack(values: Sequence[object]) -> Inputs:
 
 
 def split_item(item: object, index: int = 0) -> tuple[object, object]:
-    """(inputs, targets) of one example: an `(inputs, targets)` pair, or a dict holding its
-    targets under "labels"/"label" (the Hugging Face layout)."""
+    """(inputs, targets) of one example (or of a DataLoader's batch): an `(inputs, targets)`
+    pair; three or more tensors, every one but the last an input (as in a TensorDataset); or
+    a dict holding its targets under "labels"/"label" (the Hugging Face layout)."""
     if isinstance(item, Mapping):
         key = next((k for k in TARGET_KEYS if k in item), None)
         if key is None:
@@ -165,6 +166,11 @@ def split_item(item: object, index: int = 0) -> tuple[object, object]:
                 f"(inputs, targets) pairs, or put the targets under 'labels'"
             )
         return {k: v for k, v in item.items() if k != key}, item[key]
+    if isinstance(item, (tuple, list)) and len(item) > 2 and all(
+        isinstance(v, Tensor) for v in item
+    ):
+        # As a TensorDataset's tensors: every one but the last is an input, model(*inputs).
+        return tuple(item[:-1]), item[-1]
     if isinstance(item, (tuple, list)) and len(item) >= 2:
         return item[0], item[1]
     raise UsageError(

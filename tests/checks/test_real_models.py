@@ -236,6 +236,95 @@ def test_load_data_npz_keeps_token_ids_and_per_position_labels(tmp_path):
     assert splits.classes == int(targets.max()) + 1 and splits.input_shape == (8,)
 
 
+# --- inputs the model takes as a tuple or a dict, and forward= -----------------------------
+
+
+@pytest.mark.parametrize("layout", ["pair", "dataset", "loader"])
+def test_a_two_input_model_is_called_with_both_inputs(layout):
+    """((ids, features), labels), TensorDataset(ids, features, labels) or a DataLoader over
+    it: the model is called model(ids, features) by every check."""
+    case = zoo.two_inputs_case(layout=layout)
+    calls = []
+    case.model.register_forward_pre_hook(lambda module, args: calls.append(len(args)))
+    report = _checkup(case, FIT)
+    # (the range test's suggestion, 20 steps here, may be judged UPDATE_RATIO_HIGH at the head)
+    assert _codes(report, ("error",)) == set(), [f.message for f in report.findings]
+    assert "CHECK_FAILED" not in _codes(report)
+    assert calls and set(calls) == {2}
+    learnt = report.measurements["learnable"]
+    assert learnt["held_out_accuracy"] > learnt["chance"] + learnt["margin"]
+
+
+def test_a_two_input_model_with_shuffled_labels_has_unlearnable_labels():
+    case = zoo.two_inputs_case(bug=True)
+    assert case.bug in _codes(_checkup(case, FIT))
+
+
+class _Named(nn.Module):
+    """A classifier whose forward takes `tokens=`, not the dict's `input_ids`."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = zoo.RecurrentClassifier(vocab=zoo.LABEL_VOCAB)
+
+    def forward(self, tokens):
+        return {"scores": self.inner(tokens)}
+
+
+def test_forward_says_how_to_call_a_model_whose_call_differs():
+    ids, labels = zoo.token_labels(256)
+    data = ({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, labels)
+    with pytest.raises(UsageError, match="forward="):
+        bs.checkup(_Named(), data, budget=AUDIT)
+    seen = []
+
+    def forward(model, inputs):
+        seen.append(sorted(inputs))
+        return model(tokens=inputs["input_ids"])["scores"]
+
+    report = bs.checkup(_Named(), data, budget=AUDIT, forward=forward)
+    assert seen and all(keys == ["attention_mask", "input_ids"] for keys in seen)
+    assert not {"CHECK_FAILED", "LABELS_INVALID"} & _codes(report)
+    assert report.measurements["initial_loss"]["expected"] == pytest.approx(np.log(3))
+
+
+@pytest.mark.parametrize(
+    "forward, message",
+    [("logits", "forward must be a function"), (lambda model, x: {"a": 1}, "forward returned")],
+    ids=["not-callable", "returns-a-dict"],
+)
+def test_a_bad_forward_is_a_usage_error(forward, message):
+    ids, labels = zoo.token_labels(64)
+    with pytest.raises(UsageError, match=message):
+        bs.checkup(zoo.RecurrentClassifier(vocab=zoo.LABEL_VOCAB), (ids, labels), forward=forward)
+
+
+@pytest.mark.slow
+def test_roberta_with_hugging_face_dict_items_checks():
+    """A model babysit was not written for: RoBERTa from a config, items in the Hugging Face
+    layout ({"input_ids", "attention_mask", "labels"})."""
+    from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        num_hidden_layers=2,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=2,
+        vocab_size=zoo.LABEL_VOCAB + 4,
+        max_position_embeddings=zoo.LABEL_LENGTH + 4,
+        num_labels=3,
+    )
+    ids, labels = zoo.token_labels(256)
+    items = [
+        {"input_ids": ids[i], "attention_mask": torch.ones_like(ids[i]), "labels": labels[i]}
+        for i in range(len(ids))
+    ]
+    report = _checkup(zoo.Case(RobertaForSequenceClassification(config), items), FIT)
+    assert not {"CHECK_FAILED", "LABELS_INVALID", "LABELS_UNLEARNABLE"} & _codes(report)
+    assert report.measurements["learnable"]["held_out_accuracy"] > 0.6
+
+
 # --- the zoo: healthy models get no warning, planted bugs get their code -----------------
 
 NEEDS_ATTENTION_AUDIT = (
