@@ -259,6 +259,23 @@ def test_a_two_input_model_is_called_with_both_inputs(layout):
         assert learnt["held_out_accuracy"] > learnt["chance"] + learnt["margin"]
 
 
+def test_a_two_input_model_gets_a_training_run_on_tuple_validation_data():
+    """quick=False: the real run and its validation batches take the tuple inputs too."""
+    case = zoo.two_inputs_case(n=640)
+    (ids, features), labels = case.data
+    train = ((ids[:512], features[:512]), labels[:512])
+    val = ((ids[512:], features[512:]), labels[512:])
+    budget = Budget(
+        audit_examples=32, max_examples=512, overfit_steps=2, reg_steps=1, learnable_steps=1,
+        range_steps=4, lr_steps=4, full_epochs=2, full_min_steps=20, full_max_steps=40,
+        batch_size=32,
+    )
+    report = bs.checkup(case.model, train, val_data=val, quick=False, lr=0.05, budget=budget)
+    training = report.measurements["training"]
+    assert "CHECK_FAILED" not in report.codes and training["steps"] >= 20
+    assert training["val_accuracy"] is not None
+
+
 def test_a_two_input_model_with_shuffled_labels_has_unlearnable_labels():
     case = zoo.two_inputs_case(bug=True)
     assert case.bug in _codes(_checkup(case, FIT))
