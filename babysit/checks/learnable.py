@@ -92,28 +92,8 @@ def check_learnable(
         if linear_learns
         else chance + margin
     )
-    started: list[bool] = []
-
-    def learnt(loss: float, acc: float | None) -> bool:
-        if not started:  # the evaluation before the first step
-            started.append(True)
-            return False
-        return acc is not None and acc > passing
-
-    # Judged in train mode between rounds: BatchNorm on the batch's own statistics, as the
-    # recalibrated model will be scored (its running averages lag behind the weights).
-    watch = Measure(x_held, y_held, task, steps, learnt, train_mode=True)
-    net, history = train_copy(
-        model,
-        x_fit,
-        y_fit,
-        task,
-        steps=steps * LEARNABLE_ROUNDS,
-        lr=LEARNABLE_LR,
-        optimizer="adam",
-        batch_size=batch_size,
-        seed=seed,
-        callbacks=[watch],
+    net, history = _train_in_rounds(
+        model, (x_fit, y_fit), (x_held, y_held), task, passing, steps, batch_size, seed
     )
     seen = slice(0, max(held, 256))
     x_seen, y_seen = select(x_fit, seen), y_fit[seen]
@@ -156,6 +136,33 @@ def check_learnable(
             measurement,
         )
     ], measurement
+
+
+def _train_in_rounds(model, fit, held, task, passing, steps, batch_size, seed):
+    """(copy, History): a copy of `model` trained on `fit` in rounds of `steps` Adam steps,
+    until its accuracy on `held` passes `passing`, at most LEARNABLE_ROUNDS rounds. Judged in
+    train mode between rounds: BatchNorm on the batch's own statistics, as the recalibrated
+    model will be scored (its running averages lag behind the weights)."""
+    started: list[bool] = []
+
+    def learnt(loss: float, acc: float | None) -> bool:
+        if not started:  # the evaluation before the first step
+            started.append(True)
+            return False
+        return acc is not None and acc > passing
+
+    watch = Measure(*held, task, steps, learnt, train_mode=True)
+    return train_copy(
+        model,
+        *fit,
+        task,
+        steps=steps * LEARNABLE_ROUNDS,
+        lr=LEARNABLE_LR,
+        optimizer="adam",
+        batch_size=batch_size,
+        seed=seed,
+        callbacks=[watch],
+    )
 
 
 def _below_linear(
