@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from babysit._validation import check_scalar
 from babysit.checks.base import Check, Context, draw, one_line
@@ -40,6 +40,14 @@ from babysit.checks.plan import SMALL_BATCH, Plan, UnitMeter, make_plan, measure
 from babysit.checks.registry import CHECKUP
 from babysit.checks.runs import device_of
 from babysit.checks.task import task_for
+from babysit.data.batches import (
+    Forward,
+    Inputs,
+    describe,
+    finite_examples,
+    select,
+    to_device,
+)
 from babysit.errors import UsageError
 from babysit.probes.trace import Trace, trace
 from babysit.report.report import Report
@@ -159,14 +167,18 @@ def _validate(model: object, optimizer: str, lr: float | None, seed: object) -> 
     check_scalar(seed, "seed", int)
 
 
-def _probe(model: nn.Module, x: Tensor, what: str) -> Trace:
+def _probe(model: nn.Module, x: Inputs, forward: Forward | None, what: str) -> Trace:
     """One forward pass with the trace hooks; a model that fails on the data is bad input."""
     try:
-        return trace(model, x)
+        return trace(model, x, forward)
+    except UsageError:
+        raise
     except Exception as e:
+        how = "forward(model, inputs)" if forward is not None else "the model"
         raise UsageError(
-            f"the model fails on a batch of {what} (inputs of shape {tuple(x.shape)}, "
-            f"{x.dtype}): {one_line(e)}: check that the model matches the data's shape"
+            f"{how} fails on a batch of {what} (inputs {describe(x)}): {one_line(e)}: check "
+            f"that the model matches the data's shape"
+            + ("" if forward is not None else ", or pass forward=... to say how to call it")
         ) from None
 
 
@@ -177,10 +189,11 @@ def _describe_model(model: nn.Module) -> str:
 
 def checkup(
     model: nn.Module,
-    data: Dataset | tuple[Tensor, Tensor],
+    data: Dataset | DataLoader | tuple[Inputs, Tensor],
     *,
-    val_data: Dataset | tuple[Tensor, Tensor] | None = None,
+    val_data: Dataset | DataLoader | tuple[Inputs, Tensor] | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    forward: Forward | None = None,
     lr: float | None = None,
     optimizer: str = "sgd",
     quick: bool = True,
@@ -189,7 +202,11 @@ def checkup(
     progress: bool = False,
     threads: int | None = CHECKUP_THREADS,
 ) -> Report:
-    """Check `model` on `data` (a Dataset of (x, y) or an (X, y) pair) before training.
+    """Check `model` on `data` (a Dataset or DataLoader of (inputs, target) examples, or an
+    (inputs, targets) pair) before training. Inputs may be tensors, tuples (`model(*x)`) or
+    dicts (`model(**x)`); the model's scores are its output, a tuple's first element or a
+    dict's/`ModelOutput`'s `logits`. `forward(model, inputs) -> scores` replaces that call
+    where it differs (e.g. `lambda model, x: model(**x).logits[:, -1]`).
 
     `loss_fn` defaults to cross-entropy on class labels; BCE, NLL and regression losses are
     recognised and the checks adapt, others make the label checks step aside. `lr=None`
@@ -201,6 +218,11 @@ def checkup(
     checks find is in the returned Report.
     """
     _validate(model, optimizer, lr, seed)
+    if forward is not None and not callable(forward):
+        raise UsageError(
+            f"forward must be a function forward(model, inputs) -> scores, got "
+            f"{type(forward).__name__}"
+        )
     check_scalar(threads, "threads", int, min=1, allow_none=True)
     budget = budget or Budget()
     started = time.perf_counter()
@@ -209,8 +231,9 @@ def checkup(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        task = task_for(loss_fn, forward)
         report = _checkup(
-            model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget, progress, devices
+            model, data, val_data, task, lr, optimizer, quick, seed, budget, progress, devices
         )
     finally:
         torch.set_num_threads(saved_threads)
@@ -219,25 +242,29 @@ def checkup(
     return report
 
 
-def _checkup(model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget, progress, devices):
+def _examples(data: object, whole: tuple[Inputs, Tensor] | None) -> int | None:
+    """How many examples `data` holds (None for an iterable data set of unknown length)."""
+    if whole is not None:
+        return len(whole[1])
+    if isinstance(data, DataLoader):
+        data = data.dataset
+    return len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+
+
+def _checkup(model, data, val_data, task, lr, optimizer, quick, seed, budget, progress, devices):
     with torch.random.fork_rng(devices=devices), _Progress(progress) as bar:
         torch.manual_seed(seed)
-        task = task_for(loss_fn)
         x_all, y_all, index, whole = draw(data, "data", budget.max_examples, seed)
-        n = len(whole[0]) if whole is not None else len(data)  # type: ignore[arg-type]
+        n = _examples(data, whole)
         device = device_of(model)
-        x, y = x_all.to(device), y_all.to(device)
-        finite = torch.isfinite(x.flatten(1)).all(dim=1) if x.is_floating_point() else None
-        usable, usable_y = (x, y) if finite is None else (x[finite], y[finite])
+        x, y = to_device(x_all, device), y_all.to(device)
+        finite = finite_examples(x)
+        usable, usable_y = (x, y) if finite is None else (select(x, finite), y[finite])
         plan = _plan(model, usable, usable_y, task, budget, optimizer, seed, quick, n)
         budget = plan.budget
         bar.plan({c.key: plan.units(c.key, quick) for c in CHECKUP})
-        traced = _probe(model, usable[: budget.audit_examples], "the data") if len(usable) else None
-        if traced is not None and traced.output is None:
-            raise UsageError(
-                "the model's forward returned no tensor; checkup needs a model whose output is "
-                "one tensor of scores or predictions"
-            )
+        audit = select(usable, slice(0, budget.audit_examples))
+        traced = _probe(model, audit, task.forward, "the data") if len(usable_y) else None
         context = Context(
             model,
             task,
@@ -265,7 +292,8 @@ def _checkup(model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget,
     context.measurements["plan"] = plan.as_measurement(meter.per_check)
     meta = {
         "model": _describe_model(model),
-        "data": f"{type(data).__name__} of {n} examples, inputs {tuple(x_all.shape[1:])}",
+        "data": f"{type(data).__name__} of {n if n is not None else '?'} examples, inputs "
+        f"{_shape(x_all)}",
         "loss": task.name,
         "optimizer": optimizer,
         "lr": lr,
@@ -280,6 +308,14 @@ def _checkup(model, data, val_data, loss_fn, lr, optimizer, quick, seed, budget,
     return Report(context.findings, context.measurements, meta)
 
 
+def _shape(inputs: Inputs) -> str:
+    """The shape of one example's inputs, for the report: (8, 8), or {input_ids: (32,) int64,
+    ...} for a dict."""
+    if isinstance(inputs, Tensor):
+        return str(tuple(inputs.shape[1:]))
+    return describe(select(inputs, torch.tensor(0)))
+
+
 def _version() -> str:
     from babysit._version import __version__
 
@@ -290,10 +326,10 @@ def _plan(model, x, y, task, budget, optimizer, seed, quick, examples) -> Plan:
     """The checkup's plan from the measured cost of one training step (babysit.checks.plan);
     the fixed budget when it cannot be measured."""
     step_s = small_s = None
-    if len(x) and budget.epochs is not None:
+    if len(y) and budget.epochs is not None:
         step_s = measure_step(model, x, y, task, budget.batch_size, optimizer, seed)
         if step_s is not None:
-            small_s = measure_step(model, x, y, task, min(SMALL_BATCH, len(x)), optimizer, seed)
+            small_s = measure_step(model, x, y, task, min(SMALL_BATCH, len(y)), optimizer, seed)
     return make_plan(budget, examples, step_s, small_s, quick)
 
 

@@ -169,6 +169,35 @@ def test_bad_input_is_one_usage_error(standardized, call, match):
     assert "\n" not in str(error.value)
 
 
+class _Masked(nn.Module):
+    """Reads a dict: `pixel_values` (the data) and a `mask` that zeroes some features."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = bs.nn.mlp(64, [32], 10)
+
+    def forward(self, pixel_values, mask):
+        return self.net(pixel_values.flatten(1) * mask)
+
+
+def test_dict_inputs_are_filtered_and_audited_on_their_main_input(standardized):
+    """NaN rows in the dict's `pixel_values` are found and left out, the mask is not judged
+    as data, and the model is called model(**inputs) on the finite examples."""
+    x, y = standardized[0]
+    x = x[:400].clone()
+    x[[3, 70]] = math.nan
+    inputs = {"pixel_values": x, "mask": torch.ones(400, 64)}
+    budget = Budget(audit_examples=64, overfit_steps=5, learnable_steps=5, batch_size=32)
+    report = bs.checkup(_Masked(), (inputs, y[:400]), budget=budget)
+    nonfinite = [f for f in report.findings if f.code == "DATA_NONFINITE"]
+    assert len(nonfinite) == 1 and nonfinite[0].evidence["examples"] == 2
+    assert nonfinite[0].evidence["of"] == 400
+    assert "CHECK_FAILED" not in report.codes
+    shapes = "inputs {pixel_values: (1, 8, 8) float32, mask: (64,) float32}"
+    assert report.meta["data"].endswith(shapes)
+
+
 def test_report_json_round_trips_and_is_strict(standardized):
     report = bs.checkup(_model(), standardized[0], budget=SMALL)
     text = report.to_json()

@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import DataLoader
 
 from babysit.checks.findings import CODES, Finding, Severity
 from babysit.checks.task import Task
-from babysit.data.batches import integer_inputs
+from babysit.data.batches import Inputs, in_memory, integer_inputs, sample, select
 from babysit.errors import UsageError
 from babysit.probes.trace import Trace
 
@@ -48,17 +48,19 @@ class Context:
     their indices in it; `x`, `y`: those with finite inputs; `batch`, `batch_y`: the first
     `budget.audit_examples` of these; `trace`: one forward pass of `batch` (None when no
     example is finite); `whole`: the whole (X, y) when it is in memory anyway, else None.
+    Inputs are `babysit.data.batches.Inputs` (a tensor, tuple or dict of tensors): index
+    them with `batches.select`, call the model with `task.output(model, inputs)`.
     `findings` and `measurements` grow as the checks run.
     """
 
     model: nn.Module
     task: Task
-    x: Tensor
+    x: Inputs
     y: Tensor
-    sample_x: Tensor
+    sample_x: Inputs
     sample_y: Tensor
     index: Tensor
-    whole: tuple[Tensor, Tensor] | None
+    whole: tuple[Inputs, Tensor] | None
     trace: Trace | None
     budget: Any
     lr: float | None = None
@@ -71,16 +73,16 @@ class Context:
     measurements: dict[str, Any] = field(default_factory=dict)
     gates: frozenset[str] = frozenset()  # the keys of the checks whose errors block the rest
     plan: Any = None  # babysit.checks.plan.Plan: the budget's origin, sub-batches, early stops
-    _audit_inputs: tuple[Tensor, str] | None = None
+    _audit_inputs: tuple[Inputs, str] | None = None
 
     @property
-    def training_args(self) -> tuple[nn.Module, Tensor, Tensor, Task]:
+    def training_args(self) -> tuple[nn.Module, Inputs, Tensor, Task]:
         """(model, x, y, task): the first arguments of the checks that train a copy."""
         return self.model, self.x, self.y, self.task
 
     @property
-    def batch(self) -> Tensor:
-        return self.x[: self.budget.audit_examples]
+    def batch(self) -> Inputs:
+        return select(self.x, slice(0, self.budget.audit_examples))
 
     @property
     def batch_y(self) -> Tensor:
@@ -135,14 +137,16 @@ class Context:
                 f"reduction='mean'"
             )
 
-    def audit_inputs(self) -> tuple[Tensor, str]:
+    def audit_inputs(self) -> tuple[Inputs, str]:
         """The batch the model audits judge the model on, and a note: standardized inputs
         when the data audit flagged the raw ones, so that one cause (the data) gives one
-        finding, not five; the data's measurement records which."""
+        finding, not five; the data's measurement records which. Only plain float tensors
+        are standardized: ids are indices, and a tuple or dict is passed as given."""
         if self._audit_inputs is None:
             batch, note = self.batch, ""
             flagged = self.raised("DATA_NOT_CENTERED", "DATA_NOT_SCALED", severity="warning")
-            if flagged and not integer_inputs(batch):  # ids are indices: never standardized
+            plain = isinstance(batch, Tensor) and isinstance(self.x, Tensor)
+            if flagged and plain and not integer_inputs(batch):
                 from babysit.data.preprocess import Standardize
 
                 fitted = Standardize().fit(self.x.cpu())
@@ -218,28 +222,22 @@ def one_line(error: BaseException) -> str:
 
 def draw(
     data: object, what: str, limit: int, seed: int
-) -> tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor] | None]:
-    """(X, y) for the checks, at most `limit` rows drawn with a seeded permutation; the
-    drawn rows' indices in the data; and the whole (X, y) when it is in memory anyway
-    (TensorDatasets and tensor pairs, read in place; other Datasets load only the drawn
-    items), for the audits that should see every example."""
-    from babysit.data import as_tensors
-
-    generator = torch.Generator().manual_seed(seed)
-    if isinstance(data, Dataset) and not isinstance(data, TensorDataset):
-        n = len(data)  # type: ignore[arg-type]
-        if n == 0:
-            raise UsageError(f"{what} is empty: pass at least one (x, y) example")
-        index = torch.randperm(n, generator=generator)[:limit]
-        x, y = as_tensors(Subset(data, index.tolist()))
-        return x, y, index, None
-    x, y = as_tensors(data)
-    if len(x) == 0:
+) -> tuple[Inputs, Tensor, Tensor, tuple[Inputs, Tensor] | None]:
+    """(X, y) for the checks, at most `limit` examples drawn with a seeded permutation
+    (`babysit.data.batches.sample`: inputs a tensor, tuple or dict); the drawn examples'
+    indices in the data (for a DataLoader, their order in its first batches); and the whole
+    (X, y) when it is in memory anyway (TensorDatasets and tensor pairs, read in place;
+    other Datasets load only the drawn items), for the audits that should see every
+    example."""
+    if not isinstance(data, DataLoader) and hasattr(data, "__len__") and len(data) == 0:
         raise UsageError(f"{what} is empty: pass at least one (x, y) example")
-    if x.dim() < 2:
+    whole = in_memory(data)
+    x, y, index = sample(data, limit, seed)
+    if isinstance(x, Tensor) and x.is_floating_point() and x.dim() < 2:
         raise UsageError(
             f"{what} inputs must be shaped (N, ...), got shape {tuple(x.shape)}: reshape a "
             f"single feature to (N, 1)"
         )
-    index = torch.randperm(len(x), generator=generator)[:limit]
-    return x[index], y[index], index, (x, y)
+    if index is None:
+        index = torch.arange(len(y))
+    return x, y, index, whole

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from babysit.checks.base import Check, Context, Found, fmt
 from babysit.checks.findings import Finding
 from babysit.checks.task import Task
-from babysit.data.batches import integer_inputs, main_input
+from babysit.data.batches import Inputs, finite_examples, integer_inputs, main_input
 from babysit.probes.trace import Trace
 
 __all__ = ["CENTERING_RATIO_MAX", "SCALE_MAX", "SCALE_MIN", "audit_data", "input_statistics"]
@@ -66,7 +66,9 @@ def _label_findings(output: Tensor, y: Tensor, task: Task) -> list[Finding]:
         if output.dim() > 1 and output.dim() != y.dim() + 1:
             return []  # e.g. (N, 1, C) scores for (N,) labels: the shapes, not the labels
         # The vocabulary for per-position scores, in either layout ((B, T, V) too).
-        classes = task.classes(output, y) if not y.is_floating_point() else None
+        # `output` is the model's on the first examples only; `y` may be the whole data's.
+        head = y[: len(output)] if output.dim() > 0 else y
+        classes = task.classes(output, head) if not y.is_floating_point() else None
         if classes is None:
             classes = output.shape[1] if output.dim() > 1 else 1
         if y.is_floating_point():
@@ -169,7 +171,7 @@ def _normalized_after_first_layer(trace: Trace | None) -> str | None:
 
 
 def audit_data(
-    x: Tensor,
+    x: Inputs,
     y: Tensor,
     task: Task,
     output: Tensor,
@@ -181,35 +183,35 @@ def audit_data(
     does itself). `output` is the model's output on a few examples, for the class count;
     `index` maps rows of a drawn sample back to the data set's indices."""
     findings: list[Finding] = []
-    finite_rows = torch.isfinite(x.flatten(1)).all(dim=1) if x.is_floating_point() else None
+    data = main_input(x)
+    finite_rows = finite_examples(x)
     if finite_rows is not None and not bool(finite_rows.all()):
-        bad_values = int((~torch.isfinite(x)).sum())
+        bad_values = int((~torch.isfinite(data)).sum())
         bad_rows = (~finite_rows).nonzero().flatten()
         if index is not None:
             bad_rows = index[bad_rows.cpu()].sort().values
-        nan = int(torch.isnan(x).sum())
+        nan = int(torch.isnan(data).sum())
         sample = " in the sample checked" if index is not None else ""
         findings.append(
             Finding(
                 "DATA_NONFINITE",
                 "error",
                 f"{bad_values} input values are NaN or inf ({nan} NaN) in {len(bad_rows)} of "
-                f"{len(x)} examples{sample} (first at example {int(bad_rows[0])}); a single NaN "
+                f"{len(data)} examples{sample} (first at example {int(bad_rows[0])}); a single NaN "
                 f"input makes the loss NaN",
                 "drop or impute those examples before training (e.g. "
                 "x[torch.isfinite(x).flatten(1).all(1)])",
-                {"values": bad_values, "nan": nan, "examples": len(bad_rows), "of": len(x)},
+                {"values": bad_values, "nan": nan, "examples": len(bad_rows), "of": len(data)},
             )
         )
     findings += _label_findings(output, y, task)
     if integer_inputs(x):
         # Token ids and categories are indices: their mean and scale mean nothing.
-        return findings, {"integer_inputs": True, "dtype": str(x.dtype).removeprefix("torch.")}
+        return findings, {"integer_inputs": True, "dtype": str(data.dtype).removeprefix("torch.")}
 
     # The data, as the first weight layer reads it when that layer reads the data (the same
     # values per example, maybe reshaped or normalized by the model itself); never an
     # internal feature of another size (a LayerNorm output deep inside, an LSTM's state).
-    data = main_input(x)
     features = trace.first_weight_input if trace is not None else None
     reads_data = (
         features is not None
@@ -299,7 +301,7 @@ class DataAudit(Check):
 
     def run(self, context: Context) -> Found:
         if context.trace is None:
-            n = len(context.sample_x)
+            n = len(context.sample_y)
             return [
                 Finding(
                     "DATA_NONFINITE",

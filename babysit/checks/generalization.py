@@ -17,6 +17,7 @@ from babysit.checks.base import Check, Context, Figure, Found, draw
 from babysit.checks.findings import Finding
 from babysit.checks.runs import device_of, linear_baseline
 from babysit.checks.task import Task, accuracy, class_labels_of
+from babysit.data.batches import Inputs, select, to_device
 from babysit.train import Callback, EvaluateEvery, History, LossAbort, fit
 
 __all__ = ["OVERFIT_GAP", "UNDERFIT_MARGIN", "TrainingRunCheck", "check_generalization"]
@@ -34,10 +35,13 @@ UNDERFIT_MARGIN = 0.02
 
 
 def _accuracies(
-    model: nn.Module, x_train: Tensor, y_train: Tensor, x_val: Tensor, y_val: Tensor, task: Task
+    model: nn.Module, x_train: Inputs, y_train: Tensor, x_val: Inputs, y_val: Tensor, task: Task
 ) -> tuple[float | None, float | None]:
     """Accuracy (babysit's, which also reads one-hot targets) on the train and val batches."""
-    return accuracy(model(x_train), y_train, task), accuracy(model(x_val), y_val, task)
+    return (
+        accuracy(task.output(model, x_train), y_train, task),
+        accuracy(task.output(model, x_val), y_val, task),
+    )
 
 
 def _epoch_records(history: History, watch: EvaluateEvery) -> list[dict[str, float | None]]:
@@ -56,8 +60,8 @@ def _epoch_records(history: History, watch: EvaluateEvery) -> list[dict[str, flo
 
 def check_generalization(
     model: nn.Module,
-    train: tuple[Tensor, Tensor],
-    val: tuple[Tensor, Tensor],
+    train: tuple[Inputs, Tensor],
+    val: tuple[Inputs, Tensor],
     task: Task,
     *,
     lr: float,
@@ -73,11 +77,11 @@ def check_generalization(
     optimizer steps (small data sets get more epochs), and judge OVERFITTING /
     UNDERFITTING; NAN_LOSS or LR_TOO_HIGH if the loss blows up on the way."""
     net = copy.deepcopy(model)
-    steps_per_epoch = math.ceil(len(train[0]) / batch_size)
+    steps_per_epoch = math.ceil(len(train[1]) / batch_size)
     steps = min(max(epochs * steps_per_epoch, min_steps), max_steps)
     epochs = math.ceil(steps / steps_per_epoch)
-    sample = min(len(val[0]), 1024)
-    batches = (train[0][:sample], train[1][:sample], val[0][:sample], val[1][:sample])
+    sample = slice(0, min(len(val[1]), 1024))
+    batches = (select(train[0], sample), train[1][sample], select(val[0], sample), val[1][sample])
     watch = EvaluateEvery(partial(_accuracies, task=task), batches, per_epoch=True, at_start=False)
     history = fit(
         net,
@@ -88,6 +92,7 @@ def check_generalization(
         optimizer=optimizer,
         batch_size=batch_size,
         loss_fn=task.loss_fn,
+        forward=task.forward,
         callbacks=[LossAbort(), watch, *callbacks],
         device=device_of(model),
         seed=seed,
@@ -145,7 +150,7 @@ def _underfitting(net, train, val, task, records, evidence, measurement) -> list
     reaches on the validation data (recorded in `measurement`)."""
     train_acc, val_acc = evidence["train_accuracy"], evidence["val_accuracy"]
     with torch.no_grad():
-        probe = net.eval()(train[0][:1])
+        probe = task.output(net.eval(), select(train[0], slice(0, 1)))
     fit_labels = class_labels_of(probe.expand(len(train[1]), *probe.shape[1:]), train[1], task)
     val_labels = class_labels_of(probe.expand(len(val[1]), *probe.shape[1:]), val[1], task)
     if fit_labels is None or val_labels is None or fit_labels.dim() != 1:
@@ -227,7 +232,7 @@ class TrainingRunCheck(Check):
         return check_generalization(
             context.model,
             (context.x, context.y),
-            (vx.to(context.device), vy.to(context.device)),
+            (to_device(vx, context.device), vy.to(context.device)),
             context.task,
             lr=self._rate(context),
             optimizer=context.optimizer,

@@ -536,7 +536,11 @@ class InitAudit(Check):
         context.check_loss()
         audit_x, note = context.audit_inputs()
         stats = activation_stats(
-            context.model, audit_x, context.batch_y, loss_fn=context.task.loss_fn
+            context.model,
+            audit_x,
+            context.batch_y,
+            loss_fn=context.task.loss_fn,
+            forward=context.task.forward,
         )
         context.measurements["layers"] = [s.to_dict() for s in stats]
         found, measurement = audit_init(stats, context.trace, note)

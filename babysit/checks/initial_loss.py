@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from babysit.checks.base import Check, Context, Found, fmt
 from babysit.checks.findings import Finding
 from babysit.checks.task import Task, class_dim
+from babysit.data.batches import Inputs
 from babysit.probes import preserved
 from babysit.probes.nonfinite import first_nonfinite_layer
 
@@ -34,10 +35,10 @@ OUTPUT_SCALE_MAX = 5.0
 
 
 def _nan_loss(
-    model: nn.Module, x: Tensor, loss: float, note: str, measurement: dict[str, Any]
+    model: nn.Module, x: Inputs, task: Task, loss: float, note: str, measurement: dict[str, Any]
 ) -> Finding:
     """NAN_LOSS at init, naming the first layer whose output is non-finite."""
-    where = first_nonfinite_layer(model, x)
+    where = first_nonfinite_layer(model, x, task.forward)
     measurement["nonfinite_layer"] = where
     at = (
         f"; the first layer whose output is non-finite is {where['layer']} ({where['kind']}"
@@ -58,13 +59,13 @@ def _nan_loss(
 
 
 def check_initial_loss(
-    model: nn.Module, x: Tensor, y: Tensor, task: Task, input_note: str = ""
+    model: nn.Module, x: Inputs, y: Tensor, task: Task, input_note: str = ""
 ) -> tuple[list[Finding], dict[str, Any]]:
     """The first loss (training mode, no update) against the loss of an uninformed output:
     ln(C) for C-class cross-entropy."""
     with preserved(model), torch.no_grad():
         model.train()
-        output = model(x)
+        output = task.output(model, x)
         loss = float(task.loss(output, y))
         expected = task.expected_initial_loss(output, y)  # ln(V) per position too
     dim = class_dim(output, y) if task.class_labels else None
@@ -77,7 +78,7 @@ def check_initial_loss(
         measurement["target_rms"] = float(y.float().square().mean().sqrt())
     note = f" ({input_note})" if input_note else ""
     if not math.isfinite(loss):
-        return [_nan_loss(model, x, loss, note, measurement)], measurement
+        return [_nan_loss(model, x, task, loss, note, measurement)], measurement
     if expected is None or not math.isfinite(expected) or expected <= 0:
         measurement["skipped"] = f"no reference initial loss for {task.name}"
         return [], measurement

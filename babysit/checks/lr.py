@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from babysit.checks.findings import Finding
 from babysit.checks.runs import device_of, train_copy
 from babysit.checks.task import Task
-from babysit.data.batches import select
+from babysit.data.batches import Inputs, select
 from babysit.probes.nonfinite import first_nonfinite_layer
 from babysit.train import LOSS_ABORT_FACTOR, Callback, LossAbort, fit
 from babysit.train.measuring import LR_RANGE_START, LRRangeTest, UpdateRatioLog
@@ -145,7 +145,7 @@ def analyse_range(lrs: Sequence[float], losses: Sequence[float]) -> dict[str, An
 
 def lr_range_test(
     model: nn.Module,
-    x: Tensor,
+    x: Inputs,
     y: Tensor,
     task: Task,
     *,
@@ -167,7 +167,7 @@ def lr_range_test(
             model, x, y, task, optimizer, steps * LR_RANGE_RETRY_FACTOR, batch_size, seed
         )
         result["first_sweep"] = first
-    result["batch_size"] = min(batch_size, len(x))
+    result["batch_size"] = min(batch_size, len(y))
     return result
 
 
@@ -192,7 +192,7 @@ def _sweep(model, x, y, task, optimizer, steps, batch_size, seed) -> dict[str, A
 
 def _short_run(
     model: nn.Module,
-    x: Tensor,
+    x: Inputs,
     y: Tensor,
     task: Task,
     lr: float,
@@ -216,8 +216,9 @@ def _short_run(
         epochs=1,
         lr=lr,
         optimizer=optimizer,
-        batch_size=min(batch_size, len(x)),
+        batch_size=min(batch_size, len(y)),
         loss_fn=task.loss_fn,
+        forward=task.forward,
         callbacks=callbacks,
         device=device_of(model),
         seed=seed,
@@ -264,19 +265,20 @@ def _locate_nonfinite(
             epochs=1,
             lr=lr,
             optimizer=optimizer,
-            batch_size=min(batch_size, len(x)),
+            batch_size=min(batch_size, len(y)),
             loss_fn=task.loss_fn,
+            forward=task.forward,
             device=device_of(model),
             seed=seed,
             max_steps=steps,
         )
-    found = first_nonfinite_layer(replay, batch)
-    return found if found is not None else first_nonfinite_layer(net, batch)
+    found = first_nonfinite_layer(replay, batch, task.forward)
+    return found if found is not None else first_nonfinite_layer(net, batch, task.forward)
 
 
 def check_lr(
     model: nn.Module,
-    x: Tensor,
+    x: Inputs,
     y: Tensor,
     task: Task,
     *,

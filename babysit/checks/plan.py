@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from babysit.checks.runs import device_of
 from babysit.checks.task import Task
+from babysit.data.batches import Inputs, select
 from babysit.train import Callback, TrainState, fit
 
 __all__ = [
@@ -170,26 +171,27 @@ class _StepTimer(Callback):
 
 
 def measure_step(
-    model: nn.Module, x: Tensor, y: Tensor, task: Task, batch_size: int, optimizer: str, seed: int
+    model: nn.Module, x: Inputs, y: Tensor, task: Task, batch_size: int, optimizer: str, seed: int
 ) -> float | None:
     """Seconds of one training step of a copy of `model` on a batch of `batch_size` rows of
     (x, y): the faster of two (the first pays for allocation and warm-up), the global RNG
     left as it was. None when the
     model does not train on the data (the probe then names the problem)."""
-    rows = min(len(x), 2 * batch_size)
+    rows = min(len(y), 2 * batch_size)
     device = device_of(model)
     timer = _StepTimer(device)
     devices = [device] if device.type == "cuda" else []
     try:  # the checks that follow see the global RNG as if nothing had run
         with torch.random.fork_rng(devices=devices):
-            _timed_fit(model, x[:rows], y[:rows], task, batch_size, optimizer, seed, timer)
+            part = slice(0, rows)
+            _timed_fit(model, select(x, part), y[part], task, batch_size, optimizer, seed, timer)
     except Exception:
         return None
     return min(timer.seconds) if timer.seconds else None
 
 
 def _timed_fit(model, x, y, task, batch_size, optimizer, seed, timer) -> None:
-    rows = len(x)
+    rows = len(y)
     fit(
         copy.deepcopy(model),
         (x, y),
@@ -198,6 +200,7 @@ def _timed_fit(model, x, y, task, batch_size, optimizer, seed, timer) -> None:
         optimizer=optimizer,
         batch_size=min(batch_size, max(1, rows // 2)),
         loss_fn=task.loss_fn,
+        forward=task.forward,
         device=device_of(model),
         seed=seed,
         max_steps=2,

@@ -18,6 +18,7 @@ from babysit.checks.runs import (
     train_copy,
 )
 from babysit.checks.task import Task
+from babysit.data.batches import Inputs, select
 from babysit.probes import preserved
 
 __all__ = [
@@ -117,7 +118,7 @@ def _fitted(loss: float, acc: float | None, first: float, floor: float) -> bool:
 
 def check_overfit(
     model: nn.Module,
-    x: Tensor,
+    x: Inputs,
     y: Tensor,
     task: Task,
     *,
@@ -130,7 +131,7 @@ def check_overfit(
     weight decay), full batch, Adam at a few learning rates (`lrs`, in turn, until one
     fits): it must reach 100% training accuracy and a loss near its floor. `hints` name
     earlier findings that would explain a failure."""
-    x, y = x[:OVERFIT_EXAMPLES], y[:OVERFIT_EXAMPLES]
+    x, y = select(x, slice(0, OVERFIT_EXAMPLES)), y[:OVERFIT_EXAMPLES]
     if not any(p.requires_grad for p in model.parameters()):
         return [
             Finding(
@@ -143,7 +144,7 @@ def check_overfit(
             )
         ], {"frozen": _frozen(model)}
     with preserved(model), torch.no_grad():
-        output = model(x)
+        output = task.output(model, x)
     floor = task.loss_floor(output, y)
     # 100% only where it is achievable: per-position targets (tokens) are judged on the loss.
     need_accuracy = task.accuracy_required(output, y)
@@ -166,7 +167,7 @@ def check_overfit(
             steps=steps,
             lr=lr,
             optimizer="adam",
-            batch_size=len(x),
+            batch_size=len(y),
             seed=seed,
             callbacks=[watch],
             dropout=False,
@@ -186,7 +187,7 @@ def check_overfit(
     step, loss, acc = best["checks"][-1]
     first_loss = best["checks"][0][1]
     measurement = {
-        "examples": len(x),
+        "examples": len(y),
         "optimizer": "adam",
         "floor": floor,
         "runs": runs,
@@ -273,7 +274,7 @@ def _weight_norm(model: nn.Module) -> float:
 
 def check_regularization(
     model: nn.Module,
-    x: Tensor,
+    x: Inputs,
     y: Tensor,
     task: Task,
     *,
@@ -283,10 +284,10 @@ def check_regularization(
     """Fit the tiny subset twice, with and without strong weight decay (AdamW, decoupled,
     so it acts at the same rate whatever the gradients): with it, the fitted loss must end
     higher."""
-    x, y = x[:OVERFIT_EXAMPLES], y[:OVERFIT_EXAMPLES]
+    x, y = select(x, slice(0, OVERFIT_EXAMPLES)), y[:OVERFIT_EXAMPLES]
     decay = REG_SHRINK / (REG_LR * steps)
     with preserved(model), torch.no_grad():
-        output = model(x)
+        output = task.output(model, x)
         uninformed = task.uninformed_output(output)
         reference = float(task.loss(uninformed, y)) if uninformed is not None else math.nan
     results = {}
@@ -299,7 +300,7 @@ def check_regularization(
             steps=steps,
             lr=REG_LR,
             optimizer="adamw",
-            batch_size=len(x),
+            batch_size=len(y),
             seed=seed,
             weight_decay=wd,
             dropout=False,

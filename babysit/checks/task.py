@@ -9,6 +9,10 @@ language model's (B, T) tokens against (B, V, T) scores (torch's layout) or (B, 
 (Hugging Face's), a segmentation net's (B, H, W) pixel classes against (B, C, H, W). The
 default loss (`task_for(None)`) accepts both layouts; `class_scores` flattens either to
 (positions, classes) rows, dropping the positions at `ignore_index`.
+
+A Task also knows how to read the model's scores (`Task.output`): through
+`babysit.data.batches.model_output`, or the user's `forward` when the call or the output
+differs, so that every check calls the model one way.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from babysit.data.batches import Forward, Inputs, model_output
 
 __all__ = [
     "CrossEntropyLoss",
@@ -102,13 +108,20 @@ _KINDS_BY_FUNCTION: dict[Callable, str] = {
 @dataclass(frozen=True)
 class Task:
     """The loss and what it implies: `kind` is one of cross_entropy, nll, bce_logits, bce,
-    regression, other. `ignore_index` is the label that cross-entropy/NLL skip."""
+    regression, other. `ignore_index` is the label that cross-entropy/NLL skip; `forward`
+    is the user's `forward(model, inputs) -> scores` (None: `model(inputs)`, its scores read
+    by `babysit.data.batches.read_output`)."""
 
     kind: str
     loss_fn: LossFn
     name: str
     ignore_index: int | None = None
     label_smoothing: float = 0.0
+    forward: Forward | None = None
+
+    def output(self, model: nn.Module, inputs: Inputs) -> Tensor:
+        """The model's scores on `inputs` (a tensor, tuple or dict of inputs)."""
+        return model_output(model, inputs, self.forward)
 
     @property
     def class_labels(self) -> bool:
@@ -204,9 +217,9 @@ def _unwrap(fn: object) -> tuple[object, dict]:
     return fn, keywords
 
 
-def task_for(loss_fn: LossFn | None) -> Task:
+def task_for(loss_fn: LossFn | None, forward: Forward | None = None) -> Task:
     """Recognise the loss (torch's loss modules and functions, also through functools.partial);
-    None means cross-entropy on class labels, the default."""
+    None means cross-entropy on class labels, the default. `forward` is kept on the task."""
     if loss_fn is None:
         loss_fn = CrossEntropyLoss()
     fn, keywords = _unwrap(loss_fn)
@@ -223,7 +236,7 @@ def task_for(loss_fn: LossFn | None) -> Task:
     if kind in ("cross_entropy", "nll"):
         ignore = getattr(fn, "ignore_index", keywords.get("ignore_index", TORCH_IGNORE_INDEX))
     smoothing = float(getattr(fn, "label_smoothing", keywords.get("label_smoothing", 0.0)))
-    return Task(kind, loss_fn, name, ignore, smoothing)
+    return Task(kind, loss_fn, name, ignore, smoothing, forward)
 
 
 def class_labels_of(output: Tensor, y: Tensor, task: Task) -> Tensor | None:

@@ -33,6 +33,8 @@ __all__ = [
     "collate",
     "concat",
     "describe",
+    "finite_examples",
+    "in_memory",
     "integer_inputs",
     "leaves",
     "main_input",
@@ -153,8 +155,9 @@ def stack(values: Sequence[object]) -> Inputs:
 
 
 def split_item(item: object, index: int = 0) -> tuple[object, object]:
-    """(inputs, targets) of one example: an `(inputs, targets)` pair, or a dict holding its
-    targets under "labels"/"label" (the Hugging Face layout)."""
+    """(inputs, targets) of one example (or of a DataLoader's batch): an `(inputs, targets)`
+    pair; three or more tensors, every one but the last an input (as in a TensorDataset); or
+    a dict holding its targets under "labels"/"label" (the Hugging Face layout)."""
     if isinstance(item, Mapping):
         key = next((k for k in TARGET_KEYS if k in item), None)
         if key is None:
@@ -163,6 +166,11 @@ def split_item(item: object, index: int = 0) -> tuple[object, object]:
                 f"(inputs, targets) pairs, or put the targets under 'labels'"
             )
         return {k: v for k, v in item.items() if k != key}, item[key]
+    if isinstance(item, (tuple, list)) and len(item) > 2 and all(
+        isinstance(v, Tensor) for v in item
+    ):
+        # As a TensorDataset's tensors: every one but the last is an input, model(*inputs).
+        return tuple(item[:-1]), item[-1]
     if isinstance(item, (tuple, list)) and len(item) >= 2:
         return item[0], item[1]
     raise UsageError(
@@ -245,11 +253,21 @@ def main_input(inputs: Inputs) -> Tensor | None:
     return found[0] if found else None
 
 
+def finite_examples(inputs: Inputs) -> Tensor | None:
+    """A boolean mask of the examples whose data (`main_input`) is finite everywhere; None
+    when that data is not floating point (integer ids are always finite)."""
+    main = main_input(inputs)
+    if main is None or not main.is_floating_point() or main.dim() == 0:
+        return None
+    return torch.isfinite(main.reshape(len(main), -1)).all(dim=1)
+
+
 # --- reading examples from a data set ---------------------------------------------------
 
 
-def _pair(data: object) -> tuple[Inputs, Tensor] | None:
-    """(inputs, targets) when `data` is an in-memory pair or a TensorDataset, else None."""
+def in_memory(data: object) -> tuple[Inputs, Tensor] | None:
+    """(inputs, targets) when `data` is an in-memory pair (inputs a tensor, an array, a tuple
+    or a dict of them) or a TensorDataset, else None (a Dataset of examples, a DataLoader)."""
     if isinstance(data, TensorDataset):
         tensors = data.tensors
         if len(tensors) < 2:
@@ -300,7 +318,7 @@ def sample(
     """
     if limit is not None and limit < 1:
         raise UsageError(f"limit must be a positive number of examples or None, got {limit}")
-    pair = _pair(data)
+    pair = in_memory(data)
     if pair is not None:
         inputs, targets = pair
         _check_lengths(inputs, targets, "the data")

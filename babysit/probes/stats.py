@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from babysit.data.batches import Forward, model_output
 from babysit.nn.activations import ActivationInfo, activation_info
 from babysit.nn.layers import RECURRENT
 from babysit.probes.hooks import Hooks, preserved, select_layers
@@ -155,12 +156,15 @@ def activation_stats(
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     layers: Iterable[str | type] | None = None,
     bins: int = HISTOGRAM_BINS,
+    forward: Forward | None = None,
 ) -> list[LayerStats]:
-    """One forward pass of `x` (and, given targets `y`, one backward pass of the loss),
-    returning per-layer statistics in forward order (the order of each layer's first call;
-    `depth` is that position): the lecture's "look at the activation distributions at every
-    layer" experiment as a function. A recurrent layer's statistics are those of its output
-    sequence, an attention layer's those of its output (not its weights).
+    """One forward pass of `x` (a tensor, tuple or dict of inputs, the scores read as
+    `babysit.data.batches.model_output` does, or by `forward`) and, given targets `y`, one
+    backward pass of the loss, returning per-layer statistics in forward order (the order of
+    each layer's first call; `depth` is that position): the lecture's "look at the
+    activation distributions at every layer" experiment as a function. A recurrent layer's
+    statistics are those of its output sequence, an attention layer's those of its output
+    (not its weights).
 
     The model is run in training mode, as it trains, and is left exactly as it was: mode,
     BatchNorm running statistics and parameter gradients are restored (see `preserved`).
@@ -199,7 +203,7 @@ def activation_stats(
                 Hooks(chosen, forward=keep_output, backward=backward),
                 torch.set_grad_enabled(y is not None),
             ):
-                logits = model(x)
+                logits = model_output(model, x, forward)
                 if y is not None:
                     loss = _as_loss_fn(loss_fn)(logits, y)
                     weights = [m.weight for _, m in chosen if _trainable_weight(m)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from babysit.data.batches import Forward, Inputs, leaves, model_output
 from babysit.nn.layers import PASS_THROUGH, is_atomic, is_weight_layer, layer_output
 from babysit.probes.hooks import preserved
 
@@ -118,14 +119,16 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
-def trace(model: nn.Module, x: Tensor) -> Trace:
-    """Run `x` through `model` once (training mode, no gradients, model left as found) and
-    record the leaf-module calls and the output. A layer returning a tuple (an RNN's
-    (output, state), attention's (output, weights)) is recorded by its first tensor. The
-    first weight layer's input is kept: it is what the network actually sees of the data,
-    after any normalization inside the model. Whatever the model raises propagates."""
-    producer: dict[int, int] = {id(x): MODEL_INPUT}
-    alive: list[Tensor] = [x]  # keep the tensors alive so that their ids stay unique
+def trace(model: nn.Module, x: Inputs, forward: Forward | None = None) -> Trace:
+    """Run `x` (a tensor, tuple or dict of inputs) through `model` once (training mode, no
+    gradients, model left as found) and record the leaf-module calls and the output, the
+    scores read by `babysit.data.batches.model_output` (or `forward`). A layer returning a
+    tuple (an RNN's (output, state), attention's (output, weights)) is recorded by its first
+    tensor. The first weight layer's input is kept: it is what the network actually sees of
+    the data, after any normalization inside the model. Whatever the model raises
+    propagates."""
+    alive: list[Tensor] = leaves(x)  # keep the tensors alive so that their ids stay unique
+    producer: dict[int, int] = {id(t): MODEL_INPUT for t in alive}
     calls: list[Call] = []
     first_input: list[Tensor] = []
 
@@ -148,7 +151,7 @@ def trace(model: nn.Module, x: Tensor) -> Trace:
     try:
         with preserved(model), torch.no_grad():
             model.train()
-            output = model(x)
+            output = model_output(model, x, forward)
     finally:
         for h in handles:
             h.remove()

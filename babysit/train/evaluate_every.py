@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from babysit._validation import check_scalar
+from babysit.data.batches import to_device
 from babysit.errors import UsageError
 from babysit.probes import preserved
 from babysit.train.callbacks import Callback, TrainState
@@ -35,11 +36,11 @@ class EvaluateEvery(Callback):
     steps, at each epoch's end (`per_epoch`) and after the last step (`at_end`); keep the
     results in `evaluations` (never two at the same step).
 
-    `batch` (tensors) moves to the training device once, at the start. `mode="eval"` measures
-    in eval mode under `torch.no_grad()`; `mode="train"` in train mode (batch statistics for
-    BatchNorm) under no_grad, with the model's buffers, mode and gradients restored after;
-    `mode=None` leaves the mode as the loop has it. `stop_when(value)` may return a reason
-    (or True) to stop the run.
+    `batch` (tensors, or tuple/dict inputs) moves to the training device once, at the
+    start. `mode="eval"` measures in eval mode under `torch.no_grad()`; `mode="train"` in
+    train mode (batch statistics for BatchNorm) under no_grad, with the model's buffers,
+    mode and gradients restored after; `mode=None` leaves the mode as the loop has it.
+    `stop_when(value)` may return a reason (or True) to stop the run.
 
     For example, the training error on 512 examples every 5 steps, stopping at 2%:
 
@@ -113,7 +114,7 @@ class EvaluateEvery(Callback):
 
     def on_train_begin(self, state: TrainState) -> None:
         self.evaluations, self.stop_reason = [], None
-        self._batch = tuple(t.to(state.device) for t in self.batch)
+        self._batch = tuple(to_device(t, state.device) for t in self.batch)
         if self.at_start:
             self._record(state)
 

@@ -12,8 +12,17 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
+from babysit.data.batches import (
+    Forward,
+    Inputs,
+    collate,
+    in_memory,
+    model_output,
+    select,
+    to_device,
+)
 from babysit.errors import UsageError
 from babysit.train.callbacks import Callback, History, TrainState
 from babysit.train.optimizers import DEFAULT_MOMENTUM, make_optimizer
@@ -45,33 +54,31 @@ def _batches(
     shuffle: bool,
     generator: torch.Generator,
     device: torch.device,
-) -> Callable[[], Iterator[tuple[Tensor, Tensor]]]:
-    """An epoch iterator factory. In-memory tensors are moved to the device once and sliced
-    by a seeded permutation (far faster than a DataLoader for small data); any other Dataset
-    goes through a DataLoader."""
-    if isinstance(data, TensorDataset):
-        data = data.tensors
-    if (
-        isinstance(data, tuple | list)
-        and len(data) == 2
-        and all(isinstance(t, Tensor) for t in data)
-    ):
-        x, y = (t.to(device) for t in data)
-        n = len(x)
+) -> Callable[[], Iterator[tuple[Inputs, Tensor]]]:
+    """An epoch iterator factory. In-memory tensors (inputs a tensor, tuple or dict of them)
+    are moved to the device once and indexed by a seeded permutation (far faster than a
+    DataLoader for small data); any other Dataset goes through a DataLoader whose items may
+    hold tuple or dict inputs (babysit.data.batches.collate)."""
+    pair = in_memory(data)
+    if pair is not None:
+        x, y = to_device(pair[0], device), pair[1].to(device)
+        n = len(y)
 
-        def tensor_epoch() -> Iterator[tuple[Tensor, Tensor]]:
+        def tensor_epoch() -> Iterator[tuple[Inputs, Tensor]]:
             order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
             order = order.to(device)
             for start in range(0, n, batch_size):
                 index = order[start : start + batch_size]
-                yield x[index], y[index]
+                yield select(x, index), y[index]
 
         return tensor_epoch
-    loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    loader = DataLoader(
+        data, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate
+    )
 
-    def loader_epoch() -> Iterator[tuple[Tensor, Tensor]]:
+    def loader_epoch() -> Iterator[tuple[Inputs, Tensor]]:
         for xb, yb in loader:
-            yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            yield to_device(xb, device), yb.to(device, non_blocking=True)
 
     return loader_epoch
 
@@ -83,9 +90,10 @@ def evaluate(
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     batch_size: int = 512,
     device: torch.device | None = None,
+    forward: Forward | None = None,
 ) -> dict[str, float]:
     """Mean loss and accuracy (when the targets are class labels) of `model` on `data`, in
-    eval mode; the model's mode is restored afterwards."""
+    eval mode; the model's mode is restored afterwards. `forward` as in `fit`."""
     loss_fn = loss_fn or nn.functional.cross_entropy
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -95,13 +103,13 @@ def evaluate(
     n, has_accuracy = 0, True
     try:
         for xb, yb in _batches(data, batch_size, False, torch.Generator(), device)():
-            logits = model(xb)
-            total_loss += loss_fn(logits, yb).double() * len(xb)
+            logits = model_output(model, xb, forward)
+            total_loss += loss_fn(logits, yb).double() * len(yb)
             hits = correct_count(logits, yb)
             has_accuracy = has_accuracy and hits is not None
             if hits is not None:
                 correct += hits
-            n += len(xb)
+            n += len(yb)
     finally:
         model.train(was_training)
     if n == 0:
@@ -129,12 +137,15 @@ def fit(
     seed: int = 0,
     max_steps: int | None = None,
     shuffle: bool = True,
+    forward: Forward | None = None,
 ) -> History:
     """Train `model` in place; return its History.
 
     `train`/`val` are TensorDatasets, (X, y) tensor pairs or any Dataset of (x, y) items.
     `optimizer` is a name (see make_optimizer) or a ready optimizer over the model's
-    parameters. The run is reproducible for a given `seed`: it seeds torch's global RNG
+    parameters. Inputs and outputs may be structured (babysit.data.batches.model_output);
+    `forward(model, inputs) -> scores` replaces that call where it differs.
+    The run is reproducible for a given `seed`: it seeds torch's global RNG
     (dropout) and the shuffling. `max_steps` bounds the total number of optimizer steps.
     """
     if epochs < 1 and max_steps is None:
@@ -170,7 +181,7 @@ def fit(
             state.batch = (xb, yb)
             for cb in callbacks:
                 cb.on_batch_begin(state)
-            logits = model(xb)
+            logits = model_output(model, xb, forward)
             loss = loss_fn(logits, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -182,7 +193,7 @@ def fit(
             has_accuracy = has_accuracy and hits is not None
             if hits is not None:
                 correct += hits
-            seen += len(xb)
+            seen += len(yb)
             for cb in callbacks:
                 cb.on_batch_end(state, detached)
             if state.should_stop or state.step >= budget:
@@ -200,7 +211,7 @@ def fit(
         if has_accuracy and seen:
             metrics["train_accuracy"] = float(correct) / seen
         if val is not None and not state.should_stop:
-            val_metrics = evaluate(model, val, loss_fn, device=device)
+            val_metrics = evaluate(model, val, loss_fn, device=device, forward=forward)
             metrics.update({f"val_{k}": v for k, v in val_metrics.items()})
         history.epochs.append(metrics)
         for cb in callbacks:

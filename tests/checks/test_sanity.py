@@ -234,6 +234,57 @@ def test_shuffled_labels_are_not(digits_std):
     assert m["linear_held_out_accuracy"] <= m["chance"] + m["margin"]
 
 
+def _lstm(n=512, shuffled=False):
+    from tests.zoo import zoo
+
+    case = zoo.lstm_case(n=n)
+    ids, labels = case.data
+    if shuffled:
+        labels = labels[torch.randperm(n, generator=torch.Generator().manual_seed(3))]
+    return case.model, ids, labels
+
+
+def test_embedding_lstm_labels_are_learnt_with_more_rounds_where_the_first_falls_short():
+    """`x[:, 0] % 3` through an Embedding -> LSTM: held-out 36% after 100 Adam steps (chance
+    1/3), so the copy trains on, in rounds, until it passes."""
+    model, ids, labels = _lstm()
+    findings, m = check_learnable(model, ids, labels, CE, steps=100, batch_size=32)
+    assert findings == [], [f.message for f in findings]
+    assert m["steps"] > 100 and m["held_out_accuracy"] > 0.6
+    assert m["linear_held_out_accuracy"] > 0.9  # one-hot ids: the first one decides
+
+
+def test_shuffled_labels_on_the_embedding_lstm_are_unlearnable():
+    model, ids, labels = _lstm(shuffled=True)
+    findings, m = check_learnable(model, ids, labels, CE, steps=100, batch_size=32)
+    assert [(f.code, f.severity) for f in findings] == [("LABELS_UNLEARNABLE", "error")]
+    assert m["linear_held_out_accuracy"] <= m["chance"] + m["margin"]
+
+
+def test_the_linear_baseline_reads_ids_as_names_not_numbers():
+    """Ids are one-hot encoded: label = first id mod 3 is linear in the one-hot columns, but
+    not in the raw id values (what ridge regression on the numbers sees)."""
+    from babysit.checks.runs import linear_baseline
+
+    _, ids, labels = _lstm()
+    accuracy = linear_baseline(ids[128:], labels[128:], ids[:128], labels[:128])
+    raw = linear_baseline(ids[128:].float(), labels[128:], ids[:128].float(), labels[:128])
+    assert accuracy > 0.95 and raw < 0.6
+
+
+def test_one_hot_ids_match_torch_one_hot_and_pool_the_rare_ids():
+    from babysit.checks.runs import LINEAR_MAX_FEATURES, one_hot_ids
+
+    ids = torch.tensor([[0, 2], [2, 1], [1, 0]])
+    fit, held = one_hot_ids(ids, torch.tensor([[1, 5]]))
+    expected = nn.functional.one_hot(ids, 4).flatten(1)  # ids 0..2 and the "other" column
+    assert torch.equal(fit, expected)
+    assert torch.equal(held, torch.tensor([[0, 1, 0, 0, 0, 0, 0, 1]]))  # 5 is "other"
+    wide = torch.randint(0, 10_000, (50, 64), generator=torch.Generator().manual_seed(0))
+    fit, _ = one_hot_ids(wide, wide)
+    assert fit.shape[1] <= LINEAR_MAX_FEATURES and bool((fit.sum(1) == 64).all())
+
+
 def test_recalibrate_batchnorm_gives_the_exact_statistics_of_the_data():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(300, 5, generator=g) * 7 + 3

@@ -153,6 +153,16 @@ def test_per_position_labels_are_judged_against_the_vocabulary(classes_first):
     assert findings[0].evidence["classes"] == 20
 
 
+def test_per_position_labels_of_more_examples_than_the_audit_batch_use_the_vocabulary():
+    """The audit judges every label of the data against scores on its first examples only:
+    (8, 6, 20) logits for (32, 6) tokens still mean V = 20, not T = 6."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=generator)
+    y = torch.randint(0, 20, (32, 6), generator=generator)
+    logits = torch.randn(8, 6, 20, generator=generator)
+    assert audit_data(x, y, task_for(None), logits)[0] == []
+
+
 def test_soft_targets_must_be_distributions(digits_std):
     x, y = digits_std
     soft = nn.functional.one_hot(y, 10).float() * 0.9 + 0.01

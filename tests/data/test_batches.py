@@ -154,6 +154,21 @@ def test_sample_reads_a_dataloader_and_an_iterable_up_to_the_limit():
     assert index is None and torch.equal(got_y, y[:5])
 
 
+def test_a_dataloader_over_three_tensors_reads_as_the_tensor_dataset_does():
+    """TensorDataset(a, b, y) is ((a, b), y) whether read in place, item by item or through
+    a DataLoader's [a, b, y] batches."""
+    a, b, y = torch.randn(12, 3), torch.randint(0, 5, (12,)), torch.arange(12)
+    data = TensorDataset(a, b, y)
+    (in_place, in_place_y, _), (loaded, loaded_y, _) = (
+        sample(data),
+        sample(DataLoader(data, batch_size=5)),
+    )
+    items, items_y = collate([data[i] for i in range(12)])
+    for inputs, targets in ((in_place, in_place_y), (loaded, loaded_y), (items, items_y)):
+        assert isinstance(inputs, tuple) and torch.equal(inputs[0], a)
+        assert torch.equal(inputs[1], b) and torch.equal(targets, y)
+
+
 def test_sample_of_a_dataloader_of_dicts_keeps_the_dict():
     data = BertItems(n=9)
     inputs, targets, _ = sample(DataLoader(data, batch_size=4))

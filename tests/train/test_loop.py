@@ -51,6 +51,54 @@ def test_fit_accepts_a_dataset_through_a_dataloader(blobs):
     assert history.epochs[-1]["val_accuracy"] > 0.9
 
 
+class _Split(nn.Module):
+    """Takes its 16 features in two halves, `model(a, b)` or `model(left=a, right=b)`, and
+    returns a Hugging Face style dict of scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = mlp(16, [32], 4)
+
+    def forward(self, left, right):
+        return {"logits": self.net(torch.cat([left, right], 1)), "hidden": None}
+
+
+@pytest.mark.parametrize("layout", ["tuple", "dict", "dataset"])
+def test_fit_takes_tuple_and_dict_inputs_and_reads_dict_outputs(blobs, layout):
+    """The same run as on plain (x, y): the split inputs reach the model as model(*x) or
+    model(**x), and its scores are read from the dict's "logits"."""
+    (x, y), (vx, vy) = blobs
+    halves = (x[:, :8], x[:, 8:])
+    train = {
+        "tuple": (halves, y),
+        "dict": ({"left": halves[0], "right": halves[1]}, y),
+        "dataset": [({"left": a, "right": b}, t) for a, b, t in zip(*halves, y, strict=True)],
+    }[layout]
+    val = ((vx[:, :8], vx[:, 8:]), vy)
+    torch.manual_seed(0)
+    split = _Split()
+    torch.manual_seed(0)
+    plain = mlp(16, [32], 4)
+    history = fit(split, train, val, epochs=2, lr=0.05, shuffle=layout != "dataset")
+    reference = fit(plain, (x, y), (vx, vy), epochs=2, lr=0.05, shuffle=layout != "dataset")
+    assert history.step_loss == pytest.approx(reference.step_loss, rel=1e-5)
+    assert history.epochs[-1]["val_accuracy"] == reference.epochs[-1]["val_accuracy"] > 0.9
+
+
+def test_fit_forward_says_how_to_call_the_model(blobs):
+    (x, y), _ = blobs
+    torch.manual_seed(0)
+    model = mlp(16, [32], 4)
+    calls = []
+
+    def forward(model, inputs):
+        calls.append(type(inputs).__name__)
+        return model(inputs["features"])
+
+    history = fit(model, ({"features": x}, y), epochs=1, lr=0.05, forward=forward)
+    assert calls == ["dict"] * len(history.step_loss)
+
+
 def test_callbacks_are_called_in_order_and_can_stop(blobs):
     train, _ = blobs
     calls = []

@@ -218,6 +218,21 @@ class RecurrentClassifier(nn.Module):
         return self.fc(last.detach() if self.detach else last)
 
 
+class TwoInputs(nn.Module):
+    """`model(ids, features)`: an embedding of a category id plus a projection of real
+    features, then an MLP head (a tuple-input model, as tabular nets with categorical and
+    numeric columns are)."""
+
+    def __init__(self, categories=LABEL_VOCAB, features=8, width=32, classes=3):
+        super().__init__()
+        self.embedding = nn.Embedding(categories, width)
+        self.project = nn.Linear(features, width)
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(width, classes))
+
+    def forward(self, ids: Tensor, features: Tensor) -> Tensor:
+        return self.head(self.embedding(ids) + self.project(features))
+
+
 class RecurrentLM(nn.Module):
     """Embedding -> GRU (or LSTM) -> Linear per position, (B, V, T) logits (torch's layout)."""
 
@@ -402,6 +417,26 @@ def gru_lm_case(bug: bool = False, seed: int = 0, n: int = 128, length: int = 16
     kwargs = {"lr": 10.0} if bug else {}
     code = "UPDATE_RATIO_HIGH" if bug else None
     return Case(RecurrentLM(), (ids, targets), kwargs, code, "GRU LM")
+
+
+def two_inputs_case(bug: bool = False, seed: int = 0, n: int = 512, layout: str = "pair"):
+    """`TwoInputs` on (ids, features) with label = (id + [feature 0 > 0]) mod 3, passed as an
+    `((ids, features), labels)` pair, a TensorDataset of three tensors or a DataLoader over
+    it (`layout`); the bug: the labels shuffled apart from the inputs (LABELS_UNLEARNABLE)."""
+    _seeded(seed)
+    g = _generator(seed)
+    ids = torch.randint(0, LABEL_VOCAB, (n,), generator=g)
+    features = torch.randn(n, 8, generator=g)
+    labels = (ids + (features[:, 0] > 0).long()) % 3
+    if bug:
+        labels = labels[torch.randperm(n, generator=g)]
+    data: Any = ((ids, features), labels)
+    if layout != "pair":
+        data = torch.utils.data.TensorDataset(ids, features, labels)
+    if layout == "loader":
+        data = torch.utils.data.DataLoader(data, batch_size=64)
+    code = "LABELS_UNLEARNABLE" if bug else None
+    return Case(TwoInputs(), data, {}, code, "two inputs")
 
 
 def segmentation_case(bug: bool = False, seed: int = 0, n: int = 64):
