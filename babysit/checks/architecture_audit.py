@@ -194,25 +194,7 @@ def _output_activation(
                 ]
         return []
     if task.kind == "nll" and output.dim() >= 2 and width > 1:
-        total = output.exp().sum(dim=dim)
-        if not bool(torch.allclose(total, torch.ones_like(total), atol=1e-3)):
-            softmaxed = isinstance(module, nn.Softmax) or bool(
-                (output >= 0).all() and torch.allclose(output.sum(dim), torch.ones_like(total))
-            )
-            what = "probabilities, not log-probabilities" if softmaxed else "raw scores"
-            return [
-                Finding(
-                    "OUTPUT_ACTIVATION",
-                    "error" if not softmaxed else "warning",
-                    f"{task.name} expects log-probabilities, but the model outputs {what} "
-                    f"(exp of a row sums to {float(total.mean()):.3g}, not 1)",
-                    "end the model with nn.LogSoftmax(dim=1), or return raw scores and use "
-                    "CrossEntropyLoss",
-                    {"exp_row_sum": float(total.mean())},
-                    name,
-                )
-            ]
-        return []
+        return _not_log_probabilities(task, output, dim, module, name)
     if task.kind == "bce" and not bool(((output >= 0) & (output <= 1)).all()):
         return [
             Finding(
@@ -228,6 +210,31 @@ def _output_activation(
         ]
     return []
 
+
+def _not_log_probabilities(
+    task: Task, output: Tensor, dim: int, module: nn.Module | None, name: str | None
+) -> list[Finding]:
+    """OUTPUT_ACTIVATION for NLLLoss on outputs that are not log-probabilities along `dim`
+    (probabilities: a warning; raw scores: an error)."""
+    total = output.exp().sum(dim=dim)
+    if bool(torch.allclose(total, torch.ones_like(total), atol=1e-3)):
+        return []
+    softmaxed = isinstance(module, nn.Softmax) or bool(
+        (output >= 0).all() and torch.allclose(output.sum(dim), torch.ones_like(total))
+    )
+    what = "probabilities, not log-probabilities" if softmaxed else "raw scores"
+    return [
+        Finding(
+            "OUTPUT_ACTIVATION",
+            "error" if not softmaxed else "warning",
+            f"{task.name} expects log-probabilities, but the model outputs {what} "
+            f"(exp of a row sums to {float(total.mean()):.3g}, not 1)",
+            "end the model with nn.LogSoftmax(dim=1), or return raw scores and use "
+            "CrossEntropyLoss",
+            {"exp_row_sum": float(total.mean())},
+            name,
+        )
+    ]
 
 def _linear_stacks(trace: Trace) -> list[Finding]:
     pairs: list[tuple[str, str]] = []

@@ -170,6 +170,52 @@ def _normalized_after_first_layer(trace: Trace | None) -> str | None:
     return None
 
 
+
+def _nonfinite_findings(
+    data: Tensor, finite_rows: Tensor | None, index: Tensor | None
+) -> list[Finding]:
+    """DATA_NONFINITE when some examples hold NaN or inf; `index` maps rows of a drawn
+    sample back to the data set's indices."""
+    if finite_rows is None or bool(finite_rows.all()):
+        return []
+    bad_values = int((~torch.isfinite(data)).sum())
+    bad_rows = (~finite_rows).nonzero().flatten()
+    if index is not None:
+        bad_rows = index[bad_rows.cpu()].sort().values
+    nan = int(torch.isnan(data).sum())
+    sample = " in the sample checked" if index is not None else ""
+    return [
+        Finding(
+            "DATA_NONFINITE",
+            "error",
+            f"{bad_values} input values are NaN or inf ({nan} NaN) in {len(bad_rows)} of "
+            f"{len(data)} examples{sample} (first at example {int(bad_rows[0])}); a single NaN "
+            f"input makes the loss NaN",
+            "drop or impute those examples before training (e.g. "
+            "x[torch.isfinite(x).flatten(1).all(1)])",
+            {"values": bad_values, "nan": nan, "examples": len(bad_rows), "of": len(data)},
+        )
+    ]
+
+
+def _features(
+    data: Tensor, finite_rows: Tensor | None, trace: Trace | None
+) -> tuple[Tensor, bool]:
+    """(features, whether the first weight layer reads them): the data as the first weight
+    layer reads it when that layer reads the data (the same values per example, maybe
+    reshaped or normalized by the model itself); never an internal feature of another size
+    (a LayerNorm output deep inside, an LSTM's state), else the finite rows of the data."""
+    features = trace.first_weight_input if trace is not None else None
+    reads_data = (
+        features is not None
+        and features.shape[0] >= 2
+        and features.dim() >= 1
+        and features[0].numel() == data[0].numel()
+    )
+    if not reads_data:
+        features = data[finite_rows] if finite_rows is not None else data.float()
+    return features.float(), reads_data
+
 def audit_data(
     x: Inputs,
     y: Tensor,
@@ -182,46 +228,15 @@ def audit_data(
     scale as the network's first weight layer sees them (after any normalization the model
     does itself). `output` is the model's output on a few examples, for the class count;
     `index` maps rows of a drawn sample back to the data set's indices."""
-    findings: list[Finding] = []
     data = main_input(x)
     finite_rows = finite_examples(x)
-    if finite_rows is not None and not bool(finite_rows.all()):
-        bad_values = int((~torch.isfinite(data)).sum())
-        bad_rows = (~finite_rows).nonzero().flatten()
-        if index is not None:
-            bad_rows = index[bad_rows.cpu()].sort().values
-        nan = int(torch.isnan(data).sum())
-        sample = " in the sample checked" if index is not None else ""
-        findings.append(
-            Finding(
-                "DATA_NONFINITE",
-                "error",
-                f"{bad_values} input values are NaN or inf ({nan} NaN) in {len(bad_rows)} of "
-                f"{len(data)} examples{sample} (first at example {int(bad_rows[0])}); a single NaN "
-                f"input makes the loss NaN",
-                "drop or impute those examples before training (e.g. "
-                "x[torch.isfinite(x).flatten(1).all(1)])",
-                {"values": bad_values, "nan": nan, "examples": len(bad_rows), "of": len(data)},
-            )
-        )
+    findings = _nonfinite_findings(data, finite_rows, index)
     findings += _label_findings(output, y, task)
     if integer_inputs(x):
         # Token ids and categories are indices: their mean and scale mean nothing.
         return findings, {"integer_inputs": True, "dtype": str(data.dtype).removeprefix("torch.")}
 
-    # The data, as the first weight layer reads it when that layer reads the data (the same
-    # values per example, maybe reshaped or normalized by the model itself); never an
-    # internal feature of another size (a LayerNorm output deep inside, an LSTM's state).
-    features = trace.first_weight_input if trace is not None else None
-    reads_data = (
-        features is not None
-        and features.shape[0] >= 2
-        and features.dim() >= 1
-        and features[0].numel() == data[0].numel()
-    )
-    if not reads_data:
-        features = data[finite_rows] if finite_rows is not None else data.float()
-    features = features.float()
+    features, reads_data = _features(data, finite_rows, trace)
     stats = input_statistics(features) if len(features) > 1 else {}
     first = trace.weight_calls() if trace is not None else []
     stats["seen_by"] = first[0].name if reads_data and first else None
