@@ -44,7 +44,7 @@ LEARNABLE_ROUNDS = 4
 # fewer examples: at most this many held-out ones (3 standard errors at chance 10%: +5.6%,
 # against +4% on 512) and this many seen ones, with BatchNorm statistics re-estimated on
 # this many training examples (the exact average over 4 batches of 64).
-LEARNABLE_EARLY_EVERY = 20
+LEARNABLE_EARLY_EVERY = 10
 LEARNABLE_EARLY_HELD = 256
 LEARNABLE_EARLY_SEEN = 128
 LEARNABLE_EARLY_RECALIBRATE = 256
