@@ -258,19 +258,16 @@ def _locate_nonfinite(
     batch = select(x, slice(0, batch_size))
     replay = model
     if steps > 0:
-        replay = copy.deepcopy(model)
-        fit(
-            replay,
-            (x, y),
-            epochs=1,
+        replay, _ = train_copy(
+            model,
+            x,
+            y,
+            task,
+            steps=steps,
             lr=lr,
             optimizer=optimizer,
-            batch_size=min(batch_size, len(y)),
-            loss_fn=task.loss_fn,
-            forward=task.forward,
-            device=device_of(model),
+            batch_size=batch_size,
             seed=seed,
-            max_steps=steps,
         )
     found = first_nonfinite_layer(replay, batch, task.forward)
     return found if found is not None else first_nonfinite_layer(net, batch, task.forward)

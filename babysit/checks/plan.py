@@ -23,7 +23,6 @@ Kaplan et al. 2020, "Scaling laws", C = 6N per token to train against 2N to infe
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -32,10 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from babysit.checks.runs import device_of
+from babysit.checks.runs import device_of, train_copy
 from babysit.checks.task import Task
 from babysit.data.batches import Inputs, select
-from babysit.train import Callback, TrainState, fit
+from babysit.train import Callback, TrainState
 
 __all__ = [
     "FLOORS",
@@ -191,19 +190,16 @@ def measure_step(
 
 
 def _timed_fit(model, x, y, task, batch_size, optimizer, seed, timer) -> None:
-    rows = len(y)
-    fit(
-        copy.deepcopy(model),
-        (x, y),
-        epochs=1,
+    train_copy(
+        model,
+        x,
+        y,
+        task,
+        steps=2,
         lr=TIMING_LR,
         optimizer=optimizer,
-        batch_size=min(batch_size, max(1, rows // 2)),
-        loss_fn=task.loss_fn,
-        forward=task.forward,
-        device=device_of(model),
+        batch_size=min(batch_size, max(1, len(y) // 2)),
         seed=seed,
-        max_steps=2,
         callbacks=[timer],
     )
 
