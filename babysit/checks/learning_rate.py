@@ -13,8 +13,14 @@ from babysit.checks.findings import Finding
 from babysit.checks.lr import UPDATE_RATIO_MAX, UPDATE_RATIO_MIN, check_lr, lr_range_test
 from babysit.checks.params import snapshot
 from babysit.checks.params_check import GradientPeaks
+from babysit.data.batches import select
+from babysit.probes.graph import graph_roles
 
 __all__ = ["LRRangeCheck", "LearningRateCheck"]
+
+# The examples of the one forward pass that reads the layers' roles from the autograd graph
+# (babysit.probes.graph): the graph's shape does not depend on the batch; BatchNorm needs two.
+ROLE_EXAMPLES = 8
 
 
 class LRRangeCheck(Check):
@@ -92,6 +98,9 @@ class LearningRateCheck(Check):
                 for i in trace.consumers.get(c.index, [])
             )
         ]
+        sample = select(context.x, slice(0, ROLE_EXAMPLES))
+        roles = graph_roles(context.model, sample, context.task.forward)
+        normalized += sorted(roles.normalized - set(normalized))
         plan = context.plan
         observe = None
         if plan is not None and plan.scaled:  # the parameter check reads this run
@@ -111,6 +120,7 @@ class LearningRateCheck(Check):
             batch_size=budget.batch_size,
             seed=context.seed,
             normalized=normalized,
+            groups=roles.attention,
             observe=observe,
         )
         measurement["ratio_range"] = [UPDATE_RATIO_MIN, UPDATE_RATIO_MAX]

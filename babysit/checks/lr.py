@@ -202,12 +202,13 @@ def _short_run(
     seed: int,
     ratios: bool,
     observe=None,
+    groups: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     net = copy.deepcopy(model)
     callbacks: list[Callback] = [LossAbort(LR_HIGH_FACTOR)]
     if observe is not None:
         callbacks += observe(net)
-    watch = UpdateRatioLog(net) if ratios else None
+    watch = UpdateRatioLog(net, groups) if ratios else None
     if watch is not None:
         callbacks.append(watch)
     history = fit(
@@ -244,6 +245,7 @@ def _short_run(
         "last_loss": last,
         "decrease": (first - last) / first if first > 0 and math.isfinite(last) else math.nan,
         "update_ratios": watch.medians() if watch is not None else {},
+        "below_default_scale": watch.below_default_scale() if watch is not None else {},
         "nonfinite_layer": located,
     }
 
@@ -286,6 +288,7 @@ def check_lr(
     batch_size: int,
     seed: int = 0,
     normalized: Sequence[str] = (),
+    groups: dict[str, list[str]] | None = None,
     observe=None,
 ) -> tuple[list[Finding], dict[str, Any]]:
     """A short run at `lr` (the user's) or at the range test's `suggestion`, judged by the
@@ -304,7 +307,8 @@ def check_lr(
     if lr is None and suggestion is not None:
         for attempt in range(LR_SUGGESTION_RETRIES + 1):
             run = _short_run(
-                model, x, y, task, suggestion, optimizer, steps, batch_size, seed, True, observe
+                model, x, y, task, suggestion, optimizer, steps, batch_size, seed, True, observe,
+                groups,
             )
             if run["stop"] is None or attempt == LR_SUGGESTION_RETRIES:
                 break
@@ -318,7 +322,7 @@ def check_lr(
         measurement["fallback"] = chosen
     if run is None:
         run = _short_run(
-            model, x, y, task, chosen, optimizer, steps, batch_size, seed, True, observe
+            model, x, y, task, chosen, optimizer, steps, batch_size, seed, True, observe, groups
         )
     measurement["run"] = run
     findings: list[Finding] = []
@@ -356,7 +360,8 @@ def check_lr(
         )
     ratios = {n: r for n, r in run["update_ratios"].items()}
     source = "the given" if lr is not None else "the fallback" if fallback else "the suggested"
-    findings += _ratio_findings(ratios, chosen, source, suggestion, set(normalized))
+    scales = run.get("below_default_scale") or {}
+    findings += _ratio_findings(ratios, chosen, source, suggestion, set(normalized), scales)
     return findings, measurement
 
 
@@ -408,8 +413,10 @@ def _ratio_findings(
     source: str,
     suggestion: float | None,
     normalized: set[str],
+    scales: dict[str, float] | None = None,
 ) -> list[Finding]:
     user_lr = source == "the given"
+    scales = scales or {}
     # The fallback rate is a guess, not a measured one: only ratios far outside the band,
     # which no reasonable rate would explain (a layer that never changes), are reported.
     widen = FALLBACK_RATIO_MARGIN if source == "the fallback" else 1.0
@@ -418,7 +425,7 @@ def _ratio_findings(
     high = {
         n: r
         for n, r in ratios.items()
-        if math.isfinite(r) and r > ratio_max and n not in normalized
+        if math.isfinite(r) and r * scales.get(n, 1.0) > ratio_max and n not in normalized
     }
     findings = []
     for code, group, word in (

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from babysit.nn.layers import EMBEDDING, layer_weights, parameterised_layers
+from babysit.nn.layers import EMBEDDING, layer_weights, parameterised_layers, weight_matrix
 from babysit.train.callbacks import Callback, TrainState
 
 __all__ = [
@@ -70,16 +70,25 @@ class UpdateRatioLog(Callback):
     recurrent matrices, an attention's input and output projections, a norm's gain and
     shift) are one ratio, the norms taken over all of them together. An embedding's ratio is
     taken over the rows the step changed: a step only looks up the tokens of its batch, so
-    over the whole table the ratio would shrink with the vocabulary, not with the rate."""
+    over the whole table the ratio would shrink with the vocabulary, not with the rate.
+    `groups` (a name -> the names of layers) measures those layers as one, under that name:
+    the projections of one attention (`babysit.probes.graph`), as a fused qkv projection is."""
 
-    def __init__(self, model: nn.Module):
-        self.layers: list[tuple[str, list[Tensor]]] = []
-        tables: list[bool] = []
+    def __init__(self, model: nn.Module, groups: dict[str, list[str]] | None = None):
+        group_of = {layer: group for group, layers in (groups or {}).items() for layer in layers}
+        merged: dict[str, tuple[list[Tensor], list[bool]]] = {}
+        floors: dict[str, float] = {}
         for name, module in parameterised_layers(model):
             weights = [p for _, p in layer_weights(module) if p.requires_grad]
             if weights:
-                self.layers.append((name, weights))
-                tables += [isinstance(module, EMBEDDING)] * len(weights)
+                key = group_of.get(name, name)
+                entry = merged.setdefault(key, ([], []))
+                entry[0].extend(weights)
+                entry[1].extend([isinstance(module, EMBEDDING)] * len(weights))
+                floors[key] = floors.get(key, 0.0) + _default_square_norm(module)
+        self.layers: list[tuple[str, list[Tensor]]] = [(n, w) for n, (w, _) in merged.items()]
+        self._floors = [math.sqrt(floors[n]) for n, _ in self.layers]
+        tables = [t for _, (_, kinds) in merged.items() for t in kinds]
         self._flat = [p for _, group in self.layers for p in group]
         self._sizes = [len(group) for _, group in self.layers]
         self._tables = tables
@@ -102,6 +111,24 @@ class UpdateRatioLog(Callback):
         ratios = torch.where(torch.isfinite(ratios), ratios, torch.full_like(ratios, math.nan))
         medians = ratios.nanmedian(dim=0).values.tolist()
         return {name: m for (name, _), m in zip(self.layers, medians, strict=True)}
+
+    def below_default_scale(self) -> dict[str, float]:
+        """Per layer, ||W|| now against the norm torch's default init gives its weight
+        matrices (`_default_square_norm`), where that is larger: 1 for a layer at or above
+        that scale and for the kinds without one (embeddings, recurrent layers, norms)."""
+        scales = {}
+        for (name, weights), floor in zip(self.layers, self._floors, strict=True):
+            norm = math.sqrt(sum(float(w.detach().float().square().sum()) for w in weights))
+            scales[name] = min(1.0, norm / floor) if floor > 0 else 1.0
+        return scales
+
+
+def _default_square_norm(module: nn.Module) -> float:
+    """||W||^2 of a weight layer under torch's default init, kaiming_uniform_(a=sqrt(5)):
+    U(-b, b), b = 1/sqrt(fan_in), variance 1/(3 fan_in), so out/3 over the out x fan_in
+    entries; 0 for the other kinds."""
+    weight = weight_matrix(module)
+    return weight.shape[0] / 3 if weight is not None else 0.0
 
 
 def _squares(before: Tensor, after: Tensor, table: bool) -> Tensor:
