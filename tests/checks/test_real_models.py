@@ -1,9 +1,7 @@
 """Issue 12: the checkup on the networks people train today, through `bs.checkup`.
 
 One test per row of the issue's table, then the zoo (tests/zoo/zoo.py): each family healthy
-(no warning) and with its planted bug (its code). Rows that need the checkup's own wiring
-(being rewritten as a registry of checks) are strict xfails whose reason says what is
-missing: each turns into a failure the moment it is fixed, so that the mark is removed.
+(no warning) and with its planted bug (its code).
 Tiny budgets keep each checkup to a few seconds; the heavier ones are marked slow.
 """
 
@@ -67,14 +65,6 @@ def _checkup(case, budget=AUDIT, **extra):
 
 def _codes(report, severities=("error", "warning")):
     return {f.code for f in report.findings if f.severity in severities}
-
-
-def _missing(what: str):
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"needs {what}")
-
-
-def _refused(what: str):
-    return pytest.mark.xfail(strict=True, raises=UsageError, reason=f"needs {what}")
 
 
 # --- the issue's table, row by row ------------------------------------------------------
@@ -356,18 +346,10 @@ def test_roberta_with_hugging_face_dict_items_checks():
 
 # --- the zoo: healthy models get no warning, planted bugs get their code -----------------
 
-NEEDS_ATTENTION_AUDIT = (
-    "the update-ratio rule to judge attention as such: at init the query/key projections of "
-    "an attention get ~0 gradient (softmax attention is near uniform), so BERT's are "
-    "UPDATE_RATIO_LOW (3e-6 against 1e-5 allowed), and at the range test's SGD suggestion "
-    "(0.14) its position and token-type embeddings are UPDATE_RATIO_HIGH (0.2-0.6), which "
-    "are not faults of the model"
-)
-
 HEALTHY = [
     pytest.param(lambda: zoo.resnet_case(), id="resnet", marks=pytest.mark.slow),
     pytest.param(lambda: zoo.gpt2_case(n=64), id="gpt2"),
-    pytest.param(lambda: zoo.bert_case(n=256), id="bert", marks=_missing(NEEDS_ATTENTION_AUDIT)),
+    pytest.param(lambda: zoo.bert_case(n=256), id="bert"),
     pytest.param(lambda: zoo.transformer_lm_case(n=128, length=12, width=16), id="causal_lm"),
     pytest.param(lambda: zoo.lstm_case(n=512), id="lstm"),
     pytest.param(

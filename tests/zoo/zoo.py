@@ -201,6 +201,69 @@ class TransformerLM(nn.Module):
         return logits.transpose(1, 2) if self.classes_first else logits
 
 
+class SplitAttention(nn.Module):
+    """Self-attention with separate query/key/value projections (BERT's layout) and an
+    output projection; `fused` uses scaled_dot_product_attention, else an explicit softmax;
+    `detach_query` plants a bug: the query cut out of the graph."""
+
+    def __init__(self, width=16, fused=False, detach_query=False):
+        super().__init__()
+        self.query, self.key, self.value = (nn.Linear(width, width) for _ in range(3))
+        self.out = nn.Linear(width, width)
+        self.fused, self.detach_query = fused, detach_query
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if self.detach_query:
+            q = q.detach()
+        if self.fused:
+            mixed = F.scaled_dot_product_attention(q, k, v)
+        else:
+            mixed = (q @ k.transpose(1, 2) / math.sqrt(x.shape[-1])).softmax(-1) @ v
+        return self.out(mixed)
+
+
+class TokenEncoder(nn.Module):
+    """BERT in small, written out: token and position embeddings summed under a LayerNorm,
+    one Post-LN attention block, a head on the first position; with `std`, every weight
+    N(0, std) and every bias 0 (BERT's init at std 0.02). `detach_attention` plants a bug:
+    the attention's output detached from the residual sum; `embedding_std` re-initialises
+    the token table."""
+
+    def __init__(
+        self,
+        vocab=20,
+        width=16,
+        length=8,
+        classes=3,
+        std=None,
+        embedding_std=None,
+        detach_attention=False,
+        **attention,
+    ):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(length, width)
+        self.ln = nn.LayerNorm(width)
+        self.attention = SplitAttention(width, **attention)
+        self.ln_out = nn.LayerNorm(width)
+        self.head = nn.Linear(width, classes)
+        self.detach_attention = detach_attention
+        if std is not None:
+            for module in self.modules():
+                if isinstance(module, nn.Linear | nn.Embedding):
+                    nn.init.normal_(module.weight, std=std)
+                if isinstance(module, nn.Linear):
+                    nn.init.zeros_(module.bias)
+        if embedding_std is not None:
+            nn.init.normal_(self.tok.weight, std=embedding_std)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        h = self.ln(self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device)))
+        mixed = self.attention(h)
+        h = self.ln_out(h + (mixed.detach() if self.detach_attention else mixed))
+        return self.head(h[:, 0])
+
+
 class RecurrentClassifier(nn.Module):
     """Embedding -> LSTM (or GRU) -> Linear on the last state. `detach=True` plants the bug:
     the recurrent output is detached, so only the head trains."""
