@@ -127,3 +127,34 @@ def test_the_default_scale_and_the_normalized_layers_lower_only_the_too_high_jud
         "plain",
         "normed",
     }
+
+
+def _sgd_parameter_updates(model, ids, labels, steps=5, lr=0.05):
+    from babysit.checks.params import gradient_norms, parameter_updates, snapshot
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    before, grads = snapshot(model), {}
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(ids), labels).backward()
+        grads = gradient_norms(model)
+        optimizer.step()
+    return parameter_updates(before, snapshot(model), grads)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["softmax", "sdpa"])
+def test_an_attentions_key_bias_is_not_params_not_updated(fused):
+    """The key bias gets a true-zero gradient (softmax ignores a shift common to all keys),
+    computed as ~1e-9: with torch's default (non-zero) bias, SGD never moves it. Not a
+    parameter outside the optimizer; one that is outside still is."""
+    from babysit.checks.params import check_params_updated
+
+    torch.manual_seed(0)
+    ids, labels = zoo.token_labels(64, vocab=20)
+    measured = _sgd_parameter_updates(zoo.TokenEncoder(fused=fused), ids, labels)
+    assert measured["parameters"]["attention.key.bias"]["change"] == 0
+    assert check_params_updated(measured) == []
+    measured["parameters"]["head.weight"]["change"] = 0.0  # as if left out of the optimizer
+    found = check_params_updated(measured)
+    assert [f.code for f in found] == ["PARAMS_NOT_UPDATED"]
+    assert found[0].evidence["unchanged"] == ["head.weight"]
