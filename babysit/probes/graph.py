@@ -143,9 +143,9 @@ def _attention_groups(output: Tensor, produced: dict, layers: dict) -> dict[str,
 
 
 def graph_roles(model: nn.Module, x: Inputs, forward: Forward | None = None) -> GraphRoles:
-    """Run `x` through `model` once with gradients (no backward; model, buffers and grads
-    left as found) and read the attention projections and the normalized layers from the
-    autograd graph. Empty roles when no parameter takes a gradient."""
+    """Run `x` through `model` once with gradients (no backward; model, buffers, grads and
+    random generators left as found) and read the attention projections and the normalized
+    layers from the autograd graph. Empty roles when no parameter takes a gradient."""
     layers = dict(parameterised_layers(model))
     produced: dict = {}
     norm_inputs: list = []
@@ -169,8 +169,9 @@ def graph_roles(model: nn.Module, x: Inputs, forward: Forward | None = None) -> 
         for _, m in model.named_modules()
         if _is_normalization(m)
     ]
-    try:
-        with preserved(model), torch.enable_grad():
+    cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    try:  # dropout draws from the generators: they are left as found too
+        with preserved(model), torch.enable_grad(), torch.random.fork_rng(devices=cuda):
             model.train()
             output = model_output(model, x, forward)
     finally:

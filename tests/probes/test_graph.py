@@ -146,6 +146,25 @@ def test_below_default_scale_is_the_norm_against_torchs_default_init():
         model[2].weight.mul_(0.1)
     scales = UpdateRatioLog(model).below_default_scale()
     assert scales["0"] == pytest.approx(1.0, abs=0.03)
-    expected = float(model[2].weight.norm()) / math.sqrt(64 / 3)
+    expected = float(model[2].weight.detach().norm()) / math.sqrt(64 / 3)
     assert scales["2"] == pytest.approx(expected, rel=1e-5) and scales["2"] < 0.12
     assert scales["3"] == 1.0
+
+
+def test_roles_leave_the_random_generator_as_found():
+    """Dropout in the forward pass draws random numbers: the checks after it must see the
+    same stream as without it."""
+
+    class Dropped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.drop, self.ln = nn.Linear(8, 8), nn.Dropout(0.5), nn.LayerNorm(8)
+
+        def forward(self, x):
+            return self.ln(self.drop(self.fc(x)))
+
+    torch.manual_seed(0)
+    model, x = Dropped(), torch.randn(4, 8)
+    state = torch.get_rng_state()
+    assert graph_roles(model, x).normalized == {"fc"}
+    assert torch.equal(torch.get_rng_state(), state)
