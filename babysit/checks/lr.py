@@ -78,7 +78,10 @@ LR_SUGGESTION_RETRIES = 2
 # medians per layer 2.6e-4..7e-2; 1000x below it 1e-6..2e-5; rates that blow up 1e-1..4.
 # Layers followed by BatchNorm are scale-invariant (their weight norm is arbitrary and grows
 # until the ratio settles), so they are not judged "too high": a small-init CNN with BN
-# starts at 0.12 and trains well.
+# starts at 0.12 and trains well. So are layers summed under a LayerNorm (BERT's 0.02
+# embeddings: token-type 1.2 at step 10 of SGD 0.14, 0.004 at step 100). A weight below
+# torch's default init scale grows toward it (BERT's 0.02 classifier: 0.11, ending at 0.7
+# of that scale): it is judged "too high" against that scale (docs/checkup.md).
 # When the range test finds no usable rate, the update/weight ratios are still measured, at
 # the usual starting rate of each optimizer (CS231n notes and torch's defaults: 1e-2 for
 # SGD, 1e-3 for the adaptive ones), so that a layer no gradient reaches is still caught.
@@ -296,8 +299,11 @@ def check_lr(
     (against what the suggestion achieves) is LR_TOO_LOW; per layer, the median
     update/weight ratio far from 1e-3 is UPDATE_RATIO_LOW / UPDATE_RATIO_HIGH. Without a
     user lr, the suggestion is first verified (lowered while its run blows up), and only
-    layers out of line with the others are reported. `normalized` names the weight layers
-    followed by BatchNorm (not judged too high). With neither a user lr nor a suggestion,
+    layers out of line with the others are reported. `normalized` names the layers whose
+    output a normalization reads (not judged too high); `groups` (an attention's name -> its
+    projections, `babysit.probes.graph`) are measured as one ratio; a weight layer whose
+    norm ends the run below torch's default init scale is judged too high against that
+    scale (run["below_default_scale"]). With neither a user lr nor a suggestion,
     the ratios are measured at the optimizer's usual rate (`LR_FALLBACK`,
     measurement["fallback"]). measurement["suggestion"] is the verified suggestion.
     `observe(net)`, when given, returns callbacks for each run at the chosen rate (the
