@@ -3,12 +3,13 @@ the projections of one attention, and which layers' outputs reach a normalizatio
 sums only. Module hooks cannot see either: the attention scores and the residual or
 embedding sums are functional ops inside `forward`.
 
-- **Attention.** Walking back from a softmax (or a fused scaled-dot-product attention) to
-  the first layer outputs on each path finds the projections the scores are computed from:
-  query and key (and value, for a fused kernel). When two or more weight layers with one
-  parent module are found (BERT's `attention.self.query`/`key`, Llama's `self_attn.q_proj`/
-  `k_proj`), that parent is one attention, and its weight layers are its projections. A
-  softmax over one layer's output (a classifier's, a combined qkv projection) is not.
+- **Attention.** A softmax over a matrix product (past a mask and a scale) whose operands
+  come from two weight layers is an attention: walking back from the product to the first
+  layer outputs finds the query and key projections, and walking forward from the softmax
+  to the next product, then back along its other operand, the value projection (a fused
+  scaled-dot-product kernel takes the three as its inputs). BERT's `attention.self.query`,
+  `key`, `value`; Llama's `q_proj`, `k_proj`, `v_proj`. A softmax over one layer's output
+  (a classifier's) or over a fused qkv projection (GPT-2's `c_attn`) has nothing to group.
 - **Normalized.** Walking back from a normalization layer's input through sums and
   reshapes (and products with constants) finds the layers whose output it normalizes:
   BERT's word, position and token-type embeddings under the embedding LayerNorm, a Linear
@@ -34,10 +35,11 @@ from babysit.probes.hooks import preserved
 
 __all__ = ["GraphRoles", "graph_roles"]
 
-# Autograd nodes that turn attention scores into weights: a softmax (torch's, or the "safe"
-# one of scaled_dot_product_attention's math path), or a fused attention kernel (flash,
-# memory-efficient, cuDNN), whose inputs are query, key and value.
-_ATTENTION_NODES = ("Softmax", "ScaledDotProduct", "Attention")
+# Fused attention kernels (flash, memory-efficient, cuDNN), whose inputs are query, key and
+# value; the math path of scaled_dot_product_attention and written-out attention run a
+# softmax ("SafeSoftmax" for the former) between two matrix products.
+_FUSED_ATTENTION_NODES = ("ScaledDotProduct", "Attention")
+_PRODUCT_NODES = frozenset({"BmmBackward0", "MmBackward0"})
 
 # Autograd nodes through which a layer's output reaches a normalization with its scale
 # intact: sums, reshapes, copies and dropout (a mask times a constant).
@@ -72,7 +74,8 @@ _SCALING_NODES = frozenset({"MulBackward0", "MulBackward1", "DivBackward0", "Div
 
 @dataclass
 class GraphRoles:
-    """`attention`: attention module name -> the names of its weight layers (projections);
+    """`attention`: an attention's name (the module holding its projections) -> the names
+    of its query, key and value projections, in registration order;
     `normalized`: names of the layers whose output reaches a normalization through sums."""
 
     attention: dict[str, list[str]] = field(default_factory=dict)
@@ -122,23 +125,71 @@ def _graph_nodes(output: Tensor) -> list:
     return nodes
 
 
-def _parent(name: str) -> str:
-    return name.rsplit(".", 1)[0] if "." in name else ""
+def _products(start, forward: bool, consumers: dict) -> list:
+    """The first matrix products (bmm/mm; a 4-D matmul is one between expands and views)
+    on the paths from `start` through scale-keeping nodes only: back to the scores' q @ k^T
+    (past a mask added, a 1/sqrt(d) scale), or forward to the weights' product with v (past
+    dropout)."""
+
+    def following(node) -> list:
+        return list(consumers.get(node, [])) if forward else [f for f, _ in node.next_functions]
+
+    found, seen, stack = [], set(), following(start)
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__ in _PRODUCT_NODES:
+            found.append(node)
+        elif _keeps_scale(node):
+            stack.extend(following(node))
+    return found
+
+
+def _group_name(names: list[str]) -> str:
+    """The innermost module holding all of `names` (BERT's `attention.self`), or the names
+    joined by "+" when only the model holds them all."""
+    parts = [n.split(".") for n in names]
+    common = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return ".".join(common) if common else "+".join(names)
 
 
 def _attention_groups(output: Tensor, produced: dict, layers: dict) -> dict[str, list[str]]:
+    nodes = _graph_nodes(output)
+    consumers: dict = {}
+    for node in nodes:
+        for parent, _ in node.next_functions:
+            if parent is not None:
+                consumers.setdefault(parent, []).append(node)
+
+    def weight_layers(found: set[str]) -> set[str]:
+        return {n for n in found if is_weight_layer(layers[n])}
+
     groups: dict[str, list[str]] = {}
-    for node in _graph_nodes(output):
-        if not any(word in type(node).__name__ for word in _ATTENTION_NODES):
+    for node in nodes:
+        name = type(node).__name__
+        if "Softmax" in name:
+            scores = set().union(
+                *(_layers_behind(p, produced) for p in _products(node, False, consumers))
+            )
+            query_key = weight_layers(scores)
+            values = set().union(
+                *(_layers_behind(p, produced) for p in _products(node, True, consumers))
+            )
+            members = query_key | (weight_layers(values) - query_key)
+        elif any(word in name for word in _FUSED_ATTENTION_NODES):
+            query_key = members = weight_layers(_layers_behind(node, produced))
+        else:
             continue
-        projections = {n for n in _layers_behind(node, produced) if is_weight_layer(layers[n])}
-        parents = {_parent(n) for n in projections}
-        if len(projections) < 2 or len(parents) != 1 or "" in parents:
-            continue
-        parent = parents.pop()
-        groups[parent] = [
-            n for n, m in layers.items() if _parent(n) == parent and is_weight_layer(m)
-        ]
+        if len(query_key) < 2:
+            continue  # a softmax over one layer's output, or a fused qkv projection
+        ordered = [n for n in layers if n in members]
+        groups[_group_name(ordered)] = ordered
     return groups
 
 

@@ -28,7 +28,7 @@ def test_separate_query_key_value_are_one_attention(fused):
     torch.manual_seed(0)
     roles = graph_roles(zoo.TokenEncoder(fused=fused), _ids())
     assert roles.attention == {
-        "attention": ["attention.query", "attention.key", "attention.value", "attention.out"]
+        "attention": ["attention.query", "attention.key", "attention.value"]
     }
 
 
@@ -64,6 +64,36 @@ def test_a_softmax_over_one_layer_is_not_an_attention():
             return self.mha(h, h, h)[0]
 
     assert graph_roles(Wrapped(), torch.randn(2, 5, 8)).attention == {}
+
+
+def test_the_group_is_the_query_key_and_value_not_their_siblings():
+    """q, k, v and an MLP as siblings in one block: the attention is q, k, v, named after
+    the block; a softmax over the sum of two heads (no product) is no attention."""
+
+    class Block(nn.Module):
+        def __init__(self, width=8):
+            super().__init__()
+            self.q, self.k, self.v = (nn.Linear(width, width) for _ in range(3))
+            self.fc1, self.fc2 = nn.Linear(width, 2 * width), nn.Linear(2 * width, width)
+
+        def forward(self, x):
+            weights = (self.q(x) @ self.k(x).transpose(1, 2)).softmax(-1)
+            h = x + weights @ self.v(x)
+            return h + self.fc2(self.fc1(h).relu())
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Block()
+            self.head1, self.head2 = nn.Linear(8, 3), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.block(x)[:, 0]
+            return (self.head1(h) + self.head2(h)).softmax(-1)
+
+    torch.manual_seed(0)
+    roles = graph_roles(Net(), torch.randn(2, 5, 8))
+    assert roles.attention == {"block": ["block.q", "block.k", "block.v"]}
 
 
 def test_a_gated_product_or_an_activation_is_not_normalized():
@@ -116,12 +146,34 @@ def test_bert_from_a_config_has_its_attentions_and_normalized_embeddings():
     assert "classifier" not in roles.normalized
 
 
+def test_distilbert_and_gpt2_from_configs():
+    """DistilBERT's q_lin/k_lin/v_lin through scaled_dot_product_attention's math path (a
+    softmax between two products) are one attention per layer; GPT-2's fused c_attn is one
+    layer already."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    torch.manual_seed(0)
+    config = DistilBertConfig(
+        vocab_size=20, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=16
+    )
+    roles = graph_roles(DistilBertForSequenceClassification(config), {"input_ids": _ids()})
+    name = "distilbert.transformer.layer.{}.attention"
+    assert roles.attention == {
+        name.format(i): [name.format(i) + f".{p}_lin" for p in "qkv"] for i in range(2)
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert graph_roles(zoo.gpt2(n_positions=8), _ids(vocab=zoo.VOCAB)).attention == {}
+
+
 def test_a_group_is_one_ratio_over_its_layers_together():
-    """UpdateRatioLog with a group: ||[dq, dk, dv, do]|| / ||[q, k, v, o]||, computed here
+    """UpdateRatioLog with a group: ||[dq, dk, dv]|| / ||[q, k, v]||, computed here
     by hand from the weights before and after one SGD step."""
     torch.manual_seed(0)
     model = zoo.TokenEncoder()
-    names = ["attention.query", "attention.key", "attention.value", "attention.out"]
+    names = ["attention.query", "attention.key", "attention.value"]
     log = UpdateRatioLog(model, {"attention": names})
     assert "attention" in dict(log.layers) and "attention.query" not in dict(log.layers)
     weights = [model.get_submodule(n).weight for n in names]
