@@ -95,7 +95,7 @@ TARGET_MARGIN = 0.01  # "within 1% of the best accuracy any method found": 1 poi
 TPE_RATIO = 0.7  # issue 14: babysit reaches the target in <= 0.7x TPE+Hyperband's epochs
 METHODS = ("grid", "random", "tpe+hb", "babysit", "no-promo")
 # babysit's plan for 150 epochs: trials, epochs, and how many of a stage's trials continue
-# the best of the stage before from their checkpoints: the default stages (147 epochs).
+# the best of the stage before from their checkpoints: the default stages (141 epochs).
 PLAN = tuple((s.trials, s.epochs, s.promote) for s in DEFAULT_STAGES)
 
 
@@ -123,7 +123,7 @@ class Run:
 
 
 def parse_plan(text: str) -> tuple[tuple[int, int, int], ...]:
-    """Parse "18x1,9x3:6,6x9:3,3x27:2": TRIALSxEPOCHS[:PROMOTED] per stage, for 150 epochs."""
+    """Parse "18x1,6x3:3,6x9:3,3x27:2": TRIALSxEPOCHS[:PROMOTED] per stage, for 150 epochs."""
     plan = []
     for part in text.split(","):
         head, _, promote = part.strip().partition(":")

@@ -98,12 +98,15 @@ class Stage:
 
 
 # The notes' coarse-to-fine progression as successive halving: 1 -> 3 -> 9 -> 27 epochs, each
-# stage continuing the best of the one before from their checkpoints (147 epochs in all). Our
-# measurement, bench/search_efficiency.py on held-out seeds 12-14 of two digits tasks: it
-# reached 1 point below the best in fewer epochs than 20 x 1 -> 15 x 4 -> 7 x 15 (docs/search.md).
+# later stage continuing the best of the one before from their checkpoints (141 epochs in all).
+# The rule: the second stage keeps a third of the first stage's trials (eta = 3), every later
+# stage has half its trials continued and half fresh in the narrowed ranges (the last: 2 and 1),
+# so the best configuration has trained 9 epochs after 39. Chosen on held-out seeds 12-20 of
+# bench/search_efficiency.py's two digits tasks: fewer epochs to 1 point below the best than
+# 18 x 1 -> 9 x 3 (6 continued) -> 6 x 9 -> 3 x 27 and the other plans tried (docs/search.md).
 DEFAULT_STAGES = (
     Stage(18, epochs=1),
-    Stage(9, epochs=3, promote=6),
+    Stage(6, epochs=3, promote=3),
     Stage(6, epochs=9, promote=3),
     Stage(3, epochs=27, promote=2),
 )

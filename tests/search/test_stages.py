@@ -40,6 +40,58 @@ def test_the_default_stages_follow_the_notes_coarse_to_fine_to_long():
     assert all(s.promote == 0 for s in without_promotion(DEFAULT_STAGES))
 
 
+def _cost(stages):
+    """Epochs a plan trains in all: a continued trial trains only its stage's extra epochs."""
+    total, before = 0, 0
+    for stage in stages:
+        total += stage.promote * (stage.epochs - before)
+        total += (stage.trials - stage.promote) * stage.epochs
+        before = stage.epochs
+    return total
+
+
+def test_the_default_stages_follow_their_rule():
+    first, second, *later = DEFAULT_STAGES
+    # the epochs triple (eta = 3); the second stage keeps a third of the first's trials
+    assert all(
+        b.epochs == 3 * a.epochs
+        for a, b in zip(DEFAULT_STAGES[:-1], DEFAULT_STAGES[1:], strict=True)
+    )
+    assert second.trials * 3 == first.trials
+    # every later stage continues the best half of its trials (the last: 2 of 3), the other
+    # half samples the narrowed ranges afresh
+    for stage in (second, *later):
+        assert stage.promote == -(-stage.trials // 2)
+    # within the bench's budget of 150 epochs, and without promotion it would not be
+    assert _cost(DEFAULT_STAGES) == 141 <= 150 < _cost(without_promotion(DEFAULT_STAGES))
+
+
+def test_the_doc_table_of_the_default_stages_matches_them():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "search.md").read_text()
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in doc.splitlines()
+        if line.startswith("| ") and line.count("|") == 7 and line[2].isdigit()
+    ]
+    assert len(rows) == len(DEFAULT_STAGES)
+    before = 0
+    for row, stage in zip(rows, DEFAULT_STAGES, strict=True):
+        trials, epochs, continued, fresh, cost = (row[1], row[2], row[3], row[4], row[5])
+        assert (int(trials), int(epochs), int(fresh)) == (
+            stage.trials,
+            stage.epochs,
+            stage.trials - stage.promote,
+        )
+        expected = f"{stage.promote} " if stage.promote else "-"
+        assert continued.startswith(expected)
+        fresh_cost = _cost([Stage(stage.trials, epochs=stage.epochs)])
+        assert int(cost) == fresh_cost - stage.promote * before
+        before = stage.epochs
+    assert f"{_cost(DEFAULT_STAGES)} epochs in all" in doc
+
+
 @pytest.mark.parametrize(
     ("table", "message"),
     [
