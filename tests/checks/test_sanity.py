@@ -298,6 +298,34 @@ def test_recalibrate_batchnorm_gives_the_exact_statistics_of_the_data():
     assert not recalibrate_batchnorm(mlp(5, [4], 2), x, batch_size=64)  # no BatchNorm
 
 
+def test_an_early_stopping_learnable_run_does_not_score_the_untrained_copy(digits_std):
+    """A scaled checkup scores the copy every 10 steps: the first scoring of the held-out
+    part (a forward without gradients in train mode) comes after the first training step,
+    not before it (an untrained copy cannot pass, and each scoring costs a third of a step
+    per example); the fixed budget's run still scores before its first step."""
+    x, y = digits_std
+
+    def events(stop_early):
+        model, seen = _model(), []
+
+        def hook(module, args, output):
+            grad = torch.is_grad_enabled()
+            seen.append(("train" if grad else "score" if module.training else "eval", len(args[0])))
+
+        model.register_forward_hook(hook)
+        findings, m = check_learnable(
+            model, x, y, CE, steps=100, batch_size=64, stop_early=stop_early
+        )
+        held = m["held_out_examples"]  # scored: the held-out part, no gradients, train mode
+        return findings, m, [k for k, n in seen if k == "train" or (k, n) == ("score", held)]
+
+    findings, m, seen = events(stop_early=True)
+    assert findings == [] and m["steps"] < 100
+    assert seen[0] == "train" and seen.count("score") == m["steps"] // 10
+    _, _, fixed = events(stop_early=False)
+    assert fixed[0] == "score"
+
+
 def _slow_batchnorm_resnet():
     """A width-4 CIFAR ResNet-18 whose BatchNorm running averages move slowly (momentum
     0.01), so that after a short run they are stale: they still describe the init."""
