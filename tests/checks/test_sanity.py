@@ -322,8 +322,9 @@ def test_an_early_stopping_learnable_run_does_not_score_the_untrained_copy(digit
     findings, m, seen = events(stop_early=True)
     assert findings == [] and m["steps"] < 100
     assert seen[0] == "train" and seen.count("score") == m["steps"] // 10
-    _, _, fixed = events(stop_early=False)
-    assert fixed[0] == "score"
+    assert m["train_accuracy"] is None  # the seen examples only explain a finding
+    _, fixed_m, fixed = events(stop_early=False)
+    assert fixed[0] == "score" and fixed_m["train_accuracy"] > 0.8
 
 
 def _slow_batchnorm_resnet():
@@ -347,14 +348,18 @@ def test_learnable_scores_batchnorm_models_with_statistics_of_their_trained_weig
     assert findings == []
 
 
-def test_a_model_far_below_a_linear_classifier_is_a_finding(digits_raw, monkeypatch):
+@pytest.mark.parametrize("stop_early", [False, True])
+def test_a_model_far_below_a_linear_classifier_is_a_finding(digits_raw, monkeypatch, stop_early):
     import babysit.checks.learnable as learnable
 
     x, y = digits_raw
     x, y = x[:600] * 16, y[:600]
     monkeypatch.setattr(learnable, "recalibrate_batchnorm", lambda *args: False)
-    findings, m = check_learnable(_slow_batchnorm_resnet(), x, y, CE, steps=60, batch_size=64)
+    findings, m = check_learnable(
+        _slow_batchnorm_resnet(), x, y, CE, steps=60, batch_size=64, stop_early=stop_early
+    )
     assert [(f.code, f.severity) for f in findings] == [("WORSE_THAN_LINEAR", "warning")]
+    assert f"({m['train_accuracy']:.0%})" in findings[0].message  # what it did on seen ones
     evidence = findings[0].evidence
     assert evidence["held_out_accuracy"] < evidence["needed"] < m["linear_held_out_accuracy"]
     assert m["linear_held_out_accuracy"] > 0.8  # the labels are learnt by a linear model
