@@ -11,11 +11,12 @@ from torch import Tensor, nn
 
 from babysit.checks.base import Check, Context, Found
 from babysit.checks.findings import Finding
-from babysit.checks.runs import Measure, linear_baseline, recalibrate_batchnorm, train_copy
+from babysit.checks.runs import linear_baseline, measure, recalibrate_batchnorm, train_copy
 from babysit.checks.sanity import after_overfit
 from babysit.checks.task import Task, accuracy, chance_accuracy, class_labels_of
 from babysit.data.batches import Inputs, select
 from babysit.probes import preserved
+from babysit.train import EvaluateEvery
 
 __all__ = ["LEARNABLE_LINEAR_SHARE", "LEARNABLE_Z", "LearnableCheck", "check_learnable"]
 
@@ -108,15 +109,28 @@ def check_learnable(
         else chance + margin
     )
     every = min(steps, LEARNABLE_EARLY_EVERY) if stop_early else steps
-    net, history = _train_in_rounds(
-        model, (x_fit, y_fit), (x_held, y_held), task, passing, steps, every, batch_size, seed
-    )
     # Scored in eval mode, as it will be used, with BatchNorm statistics of these weights.
     recalibrate_on = select(x_fit, slice(0, LEARNABLE_EARLY_RECALIBRATE)) if stop_early else x_fit
-    recalibrated = recalibrate_batchnorm(net, recalibrate_on, batch_size, task.forward)
-    net.eval()
-    with torch.no_grad():
-        held_acc = accuracy(task.output(net, x_held), y_held, task)
+    scores = _Scores(task, recalibrate_on if every < steps else None, batch_size)
+    net, history = _train_in_rounds(
+        model,
+        (x_fit, y_fit),
+        (x_held, y_held),
+        task,
+        passing,
+        steps,
+        every,
+        batch_size,
+        seed,
+        scores,
+    )
+    if scores.final is not None:  # passed at its first scoring, scored as below
+        held_acc, recalibrated = scores.final
+    else:
+        recalibrated = recalibrate_batchnorm(net, recalibrate_on, batch_size, task.forward)
+        net.eval()
+        with torch.no_grad():
+            held_acc = accuracy(task.output(net, x_held), y_held, task)
     train_acc = None
     # The examples it saw only explain a finding: a scaled checkup scores them only then.
     if not (stop_early and held_acc is not None and held_acc > passing):
@@ -159,14 +173,36 @@ def check_learnable(
     ], measurement
 
 
-def _train_in_rounds(model, fit, held, task, passing, steps, every, batch_size, seed):
+class _Scores:
+    """The held-out scoring during the learnable-labels run: in train mode (BatchNorm on the
+    batch's own statistics, as the recalibrated model will be scored: its running averages
+    lag behind the weights), except, with `recalibrate_on` (a scaled checkup), the first
+    one, which is made as the final score is (BatchNorm statistics re-estimated on those
+    examples, eval mode), so that a copy that passes there needs no second scoring: `final`
+    is then (accuracy, recalibrated)."""
+
+    def __init__(self, task: Task, recalibrate_on: Inputs | None, batch_size: int):
+        self.task, self.recalibrate_on, self.batch_size = task, recalibrate_on, batch_size
+        self.final: tuple[float | None, bool] | None = None
+
+    def __call__(self, model: nn.Module, x: Inputs, y: Tensor) -> tuple[float, float | None]:
+        if self.recalibrate_on is not None:
+            on, self.recalibrate_on = self.recalibrate_on, None
+            recalibrated = recalibrate_batchnorm(model, on, self.batch_size, self.task.forward)
+            loss, acc = measure(model, x, y, self.task, train_mode=False)
+            self.final = (acc, recalibrated)
+            return loss, acc
+        self.final = None  # a later scoring: the run goes on past the first
+        return measure(model, x, y, self.task, train_mode=True)
+
+
+def _train_in_rounds(model, fit, held, task, passing, steps, every, batch_size, seed, scores):
     """(copy, History): a copy of `model` trained on `fit` in rounds of `steps` Adam steps,
-    until its accuracy on `held` (scored every `every` steps) passes `passing`, at most
-    LEARNABLE_ROUNDS rounds. Judged in
-    train mode between rounds: BatchNorm on the batch's own statistics, as the recalibrated
-    model will be scored (its running averages lag behind the weights). Scored every
-    `every` < `steps` steps (a scaled checkup), the untrained copy is not scored: it cannot
-    pass, and each scoring costs a third of a step per example held out."""
+    until its accuracy on `held` (scored every `every` steps by `scores`) passes `passing`,
+    at most LEARNABLE_ROUNDS rounds; `scores.final` is set when it passed at its first
+    scoring. Scored every `every` < `steps` steps (a scaled checkup), the untrained copy is
+    not scored: it cannot pass, and each scoring costs a third of a step per example held
+    out."""
     at_start = every >= steps  # the fixed budget's runs, as calibrated
     started: list[bool] = []
 
@@ -174,9 +210,20 @@ def _train_in_rounds(model, fit, held, task, passing, steps, every, batch_size, 
         if at_start and not started:  # the evaluation before the first step
             started.append(True)
             return False
-        return acc is not None and acc > passing
+        passed = acc is not None and acc > passing
+        if not passed:
+            scores.final = None
+        return passed
 
-    watch = Measure(*held, task, every, learnt, train_mode=True, at_start=at_start)
+    watch = EvaluateEvery(
+        scores,
+        held,
+        every=max(1, every),
+        at_start=at_start,
+        at_end=True,
+        mode=None,  # `scores` sets the mode itself
+        stop_when=lambda value: learnt(*value) and "reached",
+    )
     return train_copy(
         model,
         *fit,

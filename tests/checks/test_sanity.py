@@ -300,13 +300,15 @@ def test_recalibrate_batchnorm_gives_the_exact_statistics_of_the_data():
 
 def test_an_early_stopping_learnable_run_does_not_score_the_untrained_copy(digits_std):
     """A scaled checkup scores the copy every 10 steps: the first scoring of the held-out
-    part (a forward without gradients in train mode) comes after the first training step,
-    not before it (an untrained copy cannot pass, and each scoring costs a third of a step
-    per example); the fixed budget's run still scores before its first step."""
+    part (a forward without gradients) comes after the first training step, not before it
+    (an untrained copy cannot pass, and each scoring costs a third of a step per example),
+    and is made as the final score is (eval mode), so that a copy that passes there is
+    scored once; the fixed budget's run still scores before its first step, in train mode,
+    and again at the end."""
     x, y = digits_std
 
-    def events(stop_early):
-        model, seen = _model(), []
+    def events(stop_early, hidden=(256, 256)):
+        model, seen = _model(hidden), []
 
         def hook(module, args, output):
             grad = torch.is_grad_enabled()
@@ -316,15 +318,19 @@ def test_an_early_stopping_learnable_run_does_not_score_the_untrained_copy(digit
         findings, m = check_learnable(
             model, x, y, CE, steps=100, batch_size=64, stop_early=stop_early
         )
-        held = m["held_out_examples"]  # scored: the held-out part, no gradients, train mode
-        return findings, m, [k for k, n in seen if k == "train" or (k, n) == ("score", held)]
+        held = m["held_out_examples"]  # scored: the held-out part, no gradients
+        return findings, m, [k for k, n in seen if k == "train" or n == held]
 
-    findings, m, seen = events(stop_early=True)
-    assert findings == [] and m["steps"] < 100
-    assert seen[0] == "train" and seen.count("score") == m["steps"] // 10
+    findings, m, seen = events(stop_early=True)  # passes at its first scoring
+    assert findings == [] and m["steps"] == 10
+    assert seen[0] == "train" and [k for k in seen if k != "train"] == ["eval"]
     assert m["train_accuracy"] is None  # the seen examples only explain a finding
+    findings, m, seen = events(stop_early=True, hidden=(64, 64))  # at its second
+    assert findings == [] and m["steps"] == 20
+    assert [k for k in seen if k != "train"] == ["eval", "score", "eval"]
     _, fixed_m, fixed = events(stop_early=False)
-    assert fixed[0] == "score" and fixed_m["train_accuracy"] > 0.8
+    assert fixed[0] == "score" and fixed[-1] == "eval"
+    assert fixed_m["train_accuracy"] > 0.8
 
 
 def _slow_batchnorm_resnet():
