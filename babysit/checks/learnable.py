@@ -108,35 +108,9 @@ def check_learnable(
         if linear_learns
         else chance + margin
     )
-    every = min(steps, LEARNABLE_EARLY_EVERY) if stop_early else steps
-    # Scored in eval mode, as it will be used, with BatchNorm statistics of these weights.
-    recalibrate_on = select(x_fit, slice(0, LEARNABLE_EARLY_RECALIBRATE)) if stop_early else x_fit
-    scores = _Scores(task, recalibrate_on if every < steps else None, batch_size)
-    net, history = _train_in_rounds(
-        model,
-        (x_fit, y_fit),
-        (x_held, y_held),
-        task,
-        passing,
-        steps,
-        every,
-        batch_size,
-        seed,
-        scores,
+    history, held_acc, train_acc, recalibrated = _train_and_score(
+        model, (x_fit, y_fit), (x_held, y_held), task, passing, steps, batch_size, seed, stop_early
     )
-    if scores.final is not None:  # passed at its first scoring, scored as below
-        held_acc, recalibrated = scores.final
-    else:
-        recalibrated = recalibrate_batchnorm(net, recalibrate_on, batch_size, task.forward)
-        net.eval()
-        with torch.no_grad():
-            held_acc = accuracy(task.output(net, x_held), y_held, task)
-    train_acc = None
-    # The examples it saw only explain a finding: a scaled checkup scores them only then.
-    if not (stop_early and held_acc is not None and held_acc > passing):
-        seen = slice(0, LEARNABLE_EARLY_SEEN if stop_early else max(held, 256))
-        with torch.no_grad():
-            train_acc = accuracy(task.output(net, select(x_fit, seen)), y_fit[seen], task)
     measurement: dict[str, Any] = {
         "train_examples": len(y_fit),
         "held_out_examples": held,
@@ -171,6 +145,33 @@ def check_learnable(
             measurement,
         )
     ], measurement
+
+
+def _train_and_score(model, fit, held, task, passing, steps, batch_size, seed, stop_early):
+    """(History, held-out accuracy, accuracy on seen examples or None, whether BatchNorm was
+    re-estimated) of a copy of `model` trained on `fit` in rounds (`_train_in_rounds`),
+    scored on `held` in eval mode with BatchNorm statistics of its trained weights."""
+    (x_fit, y_fit), (x_held, y_held) = fit, held
+    every = min(steps, LEARNABLE_EARLY_EVERY) if stop_early else steps
+    recalibrate_on = select(x_fit, slice(0, LEARNABLE_EARLY_RECALIBRATE)) if stop_early else x_fit
+    scores = _Scores(task, recalibrate_on if every < steps else None, batch_size)
+    net, history = _train_in_rounds(
+        model, fit, held, task, passing, steps, every, batch_size, seed, scores
+    )
+    if scores.final is not None:  # passed at its first scoring, scored as below
+        held_acc, recalibrated = scores.final
+    else:
+        recalibrated = recalibrate_batchnorm(net, recalibrate_on, batch_size, task.forward)
+        net.eval()
+        with torch.no_grad():
+            held_acc = accuracy(task.output(net, x_held), y_held, task)
+    train_acc = None
+    # The examples it saw only explain a finding: a scaled checkup scores them only then.
+    if not (stop_early and held_acc is not None and held_acc > passing):
+        seen = slice(0, LEARNABLE_EARLY_SEEN if stop_early else max(len(y_held), 256))
+        with torch.no_grad():
+            train_acc = accuracy(task.output(net, select(x_fit, seen)), y_fit[seen], task)
+    return history, held_acc, train_acc, recalibrated
 
 
 class _Scores:
