@@ -123,6 +123,9 @@ def test_a_forced_scaled_checkup_stays_near_its_allowance_and_reads_the_lr_run()
     assert plan["used_steps"]["params"] == 0  # read the learning-rate run
     assert report.measurements["params"]["steps"] == LR_FLOOR_AT_SUGGESTION
     assert len(report.measurements["lr"]["run"]["step_loss"]) == LR_FLOOR_AT_SUGGESTION
+    # the tiny-subset fit is measured every 5 steps (its steps are costly), not every 10
+    checks = [c[0] for c in report.measurements["overfit"]["runs"][0]["checks"]]
+    assert checks[:2] == [0, 5] and all(s % 5 == 0 for s in checks[:-1])
     assert "CHECK_FAILED" not in report.codes
 
 
