@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from babysit._validation import check_scalar
 from babysit.checks.base import Check, Context, draw, one_line
 from babysit.checks.findings import Finding
-from babysit.checks.plan import SMALL_BATCH, Plan, UnitMeter, make_plan, measure_step
+from babysit.checks.plan import Plan, UnitMeter, make_plan, measure_step
 from babysit.checks.registry import CHECKUP
 from babysit.checks.runs import device_of
 from babysit.checks.task import task_for
@@ -260,7 +260,7 @@ def _checkup(model, data, val_data, task, lr, optimizer, quick, seed, budget, pr
         x, y = to_device(x_all, device), y_all.to(device)
         finite = finite_examples(x)
         usable, usable_y = (x, y) if finite is None else (select(x, finite), y[finite])
-        plan = _plan(model, usable, usable_y, task, budget, optimizer, seed, quick, n)
+        plan = _plan(model, usable, usable_y, task, budget, optimizer, seed, quick, n, lr)
         budget = plan.budget
         bar.plan({c.key: plan.units(c.key, quick) for c in CHECKUP})
         audit = select(usable, slice(0, budget.audit_examples))
@@ -322,15 +322,13 @@ def _version() -> str:
     return __version__
 
 
-def _plan(model, x, y, task, budget, optimizer, seed, quick, examples) -> Plan:
+def _plan(model, x, y, task, budget, optimizer, seed, quick, examples, lr) -> Plan:
     """The checkup's plan from the measured cost of one training step (babysit.checks.plan);
     the fixed budget when it cannot be measured."""
-    step_s = small_s = None
+    step_s = None
     if len(y) and budget.epochs is not None:
         step_s = measure_step(model, x, y, task, budget.batch_size, optimizer, seed)
-        if step_s is not None:
-            small_s = measure_step(model, x, y, task, min(SMALL_BATCH, len(y)), optimizer, seed)
-    return make_plan(budget, examples, step_s, small_s, quick)
+    return make_plan(budget, examples, step_s, quick, lr_given=lr is not None)
 
 
 def _run(

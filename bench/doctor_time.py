@@ -181,6 +181,8 @@ def _model_figure(name: str, timeout: float) -> None:
             f"  plan: {plan.get('rule')}; {used:.0f} training steps' worth of work counted "
             f"against {plan.get('allowance_steps')} allowed; steps {plan.get('planned_steps')}"
         )
+        counted = {k: round(v, 1) for k, v in (plan.get("used_steps") or {}).items() if v}
+        print(f"  work counted per check, in training steps: {counted}")
 
 
 def _babysit() -> list[str]:

@@ -11,11 +11,12 @@ from torch import Tensor, nn
 
 from babysit.checks.base import Check, Context, Found
 from babysit.checks.findings import Finding
-from babysit.checks.runs import Measure, linear_baseline, recalibrate_batchnorm, train_copy
+from babysit.checks.runs import linear_baseline, measure, recalibrate_batchnorm, train_copy
 from babysit.checks.sanity import after_overfit
 from babysit.checks.task import Task, accuracy, chance_accuracy, class_labels_of
 from babysit.data.batches import Inputs, select
 from babysit.probes import preserved
+from babysit.train import EvaluateEvery
 
 __all__ = ["LEARNABLE_LINEAR_SHARE", "LEARNABLE_Z", "LearnableCheck", "check_learnable"]
 
@@ -42,7 +43,8 @@ LEARNABLE_ROUNDS = 4
 # many steps instead of every round, so that the run stops as soon as it passes (a healthy
 # width-16 ResNet-18 passes within tens of steps; a width-4 one needs ~80), and scores on
 # fewer examples: at most this many held-out ones (3 standard errors at chance 10%: +5.6%,
-# against +4% on 512) and this many seen ones, with BatchNorm statistics re-estimated on
+# against +4% on 512) and this many seen ones (scored only for a finding's message: a run
+# that passes has no use for them), with BatchNorm statistics re-estimated on
 # this many training examples (the exact average over 4 batches of 64).
 LEARNABLE_EARLY_EVERY = 10
 LEARNABLE_EARLY_HELD = 256
@@ -106,19 +108,9 @@ def check_learnable(
         if linear_learns
         else chance + margin
     )
-    every = min(steps, LEARNABLE_EARLY_EVERY) if stop_early else steps
-    net, history = _train_in_rounds(
-        model, (x_fit, y_fit), (x_held, y_held), task, passing, steps, every, batch_size, seed
+    history, held_acc, train_acc, recalibrated = _train_and_score(
+        model, (x_fit, y_fit), (x_held, y_held), task, passing, steps, batch_size, seed, stop_early
     )
-    seen = slice(0, LEARNABLE_EARLY_SEEN if stop_early else max(held, 256))
-    x_seen, y_seen = select(x_fit, seen), y_fit[seen]
-    # Scored in eval mode, as it will be used, with BatchNorm statistics of these weights.
-    recalibrate_on = select(x_fit, slice(0, LEARNABLE_EARLY_RECALIBRATE)) if stop_early else x_fit
-    recalibrated = recalibrate_batchnorm(net, recalibrate_on, batch_size, task.forward)
-    net.eval()
-    with torch.no_grad():
-        out_held, out_seen = task.output(net, x_held), task.output(net, x_seen)
-    held_acc, train_acc = accuracy(out_held, y_held, task), accuracy(out_seen, y_seen, task)
     measurement: dict[str, Any] = {
         "train_examples": len(y_fit),
         "held_out_examples": held,
@@ -130,7 +122,7 @@ def check_learnable(
         "margin": margin,
         "batchnorm_recalibrated": recalibrated,
     }
-    if held_acc is None or train_acc is None:
+    if held_acc is None or (train_acc is None and held_acc <= passing):
         return [], measurement
     if linear_acc is not None:
         measurement["linear_held_out_accuracy"] = linear_acc
@@ -155,21 +147,84 @@ def check_learnable(
     ], measurement
 
 
-def _train_in_rounds(model, fit, held, task, passing, steps, every, batch_size, seed):
+def _train_and_score(model, fit, held, task, passing, steps, batch_size, seed, stop_early):
+    """(History, held-out accuracy, accuracy on seen examples or None, whether BatchNorm was
+    re-estimated) of a copy of `model` trained on `fit` in rounds (`_train_in_rounds`),
+    scored on `held` in eval mode with BatchNorm statistics of its trained weights."""
+    (x_fit, y_fit), (x_held, y_held) = fit, held
+    every = min(steps, LEARNABLE_EARLY_EVERY) if stop_early else steps
+    recalibrate_on = select(x_fit, slice(0, LEARNABLE_EARLY_RECALIBRATE)) if stop_early else x_fit
+    scores = _Scores(task, recalibrate_on if every < steps else None, batch_size)
+    net, history = _train_in_rounds(
+        model, fit, held, task, passing, steps, every, batch_size, seed, scores
+    )
+    if scores.final is not None:  # passed at its first scoring, scored as below
+        held_acc, recalibrated = scores.final
+    else:
+        recalibrated = recalibrate_batchnorm(net, recalibrate_on, batch_size, task.forward)
+        net.eval()
+        with torch.no_grad():
+            held_acc = accuracy(task.output(net, x_held), y_held, task)
+    train_acc = None
+    # The examples it saw only explain a finding: a scaled checkup scores them only then.
+    if not (stop_early and held_acc is not None and held_acc > passing):
+        seen = slice(0, LEARNABLE_EARLY_SEEN if stop_early else max(len(y_held), 256))
+        with torch.no_grad():
+            train_acc = accuracy(task.output(net, select(x_fit, seen)), y_fit[seen], task)
+    return history, held_acc, train_acc, recalibrated
+
+
+class _Scores:
+    """The held-out scoring during the learnable-labels run: in train mode (BatchNorm on the
+    batch's own statistics, as the recalibrated model will be scored: its running averages
+    lag behind the weights), except, with `recalibrate_on` (a scaled checkup), the first
+    one, which is made as the final score is (BatchNorm statistics re-estimated on those
+    examples, eval mode), so that a copy that passes there needs no second scoring: `final`
+    is then (accuracy, recalibrated)."""
+
+    def __init__(self, task: Task, recalibrate_on: Inputs | None, batch_size: int):
+        self.task, self.recalibrate_on, self.batch_size = task, recalibrate_on, batch_size
+        self.final: tuple[float | None, bool] | None = None
+
+    def __call__(self, model: nn.Module, x: Inputs, y: Tensor) -> tuple[float, float | None]:
+        if self.recalibrate_on is not None:
+            on, self.recalibrate_on = self.recalibrate_on, None
+            recalibrated = recalibrate_batchnorm(model, on, self.batch_size, self.task.forward)
+            loss, acc = measure(model, x, y, self.task, train_mode=False)
+            self.final = (acc, recalibrated)
+            return loss, acc
+        self.final = None  # a later scoring: the run goes on past the first
+        return measure(model, x, y, self.task, train_mode=True)
+
+
+def _train_in_rounds(model, fit, held, task, passing, steps, every, batch_size, seed, scores):
     """(copy, History): a copy of `model` trained on `fit` in rounds of `steps` Adam steps,
-    until its accuracy on `held` (scored every `every` steps) passes `passing`, at most
-    LEARNABLE_ROUNDS rounds. Judged in
-    train mode between rounds: BatchNorm on the batch's own statistics, as the recalibrated
-    model will be scored (its running averages lag behind the weights)."""
+    until its accuracy on `held` (scored every `every` steps by `scores`) passes `passing`,
+    at most LEARNABLE_ROUNDS rounds; `scores.final` is set when it passed at its first
+    scoring. Scored every `every` < `steps` steps (a scaled checkup), the untrained copy is
+    not scored: it cannot pass, and each scoring costs a third of a step per example held
+    out."""
+    at_start = every >= steps  # the fixed budget's runs, as calibrated
     started: list[bool] = []
 
     def learnt(loss: float, acc: float | None) -> bool:
-        if not started:  # the evaluation before the first step
+        if at_start and not started:  # the evaluation before the first step
             started.append(True)
             return False
-        return acc is not None and acc > passing
+        passed = acc is not None and acc > passing
+        if not passed:
+            scores.final = None
+        return passed
 
-    watch = Measure(*held, task, every, learnt, train_mode=True)
+    watch = EvaluateEvery(
+        scores,
+        held,
+        every=max(1, every),
+        at_start=at_start,
+        at_end=True,
+        mode=None,  # `scores` sets the mode itself
+        stop_when=lambda value: learnt(*value) and "reached",
+    )
     return train_copy(
         model,
         *fit,

@@ -15,6 +15,14 @@ drawn; 2 epochs of N examples are 2 * ceil(N / B) of them. The rule:
   meaningful (`FLOORS`) nor above the fixed budget; the audits use fewer examples, the range
   test sub-batches, and the learnable-labels run stops once its verdict is clear.
 
+The timing decides one thing only: whether the fixed budget fits (the rule's first case).
+A scaled plan's step counts are a function of the budget, the number of examples and
+whether an lr is given: the allowance is counted in steps, and a step of 20 in the share
+of the examples it takes (20 / B), not timed, so two runs of the same checkup train the
+same steps whatever the machine's load (a model whose fixed budget takes about
+`Budget.min_seconds` can still land on either side of the rule: `epochs=None` or
+`min_seconds=0` pins it).
+
 `UnitMeter` counts the work actually done, in the same units, from a forward hook on the
 model (copies made by the checks keep it): examples through a forward with gradients count
 as training, without as a third of it (a backward pass costs about twice the forward:
@@ -39,6 +47,7 @@ from babysit.train import Callback, TrainState
 __all__ = [
     "FLOORS",
     "FORWARD_COST",
+    "LR_FLOOR_AT_SUGGESTION",
     "SHARES",
     "Plan",
     "UnitMeter",
@@ -74,6 +83,11 @@ FLOORS = {
     "range_steps": 40,
     "lr_steps": 20,
 }
+# The learning-rate run's floor without a user lr: at the range test's suggestion the run
+# is judged on divergence (NaN, 3x the first loss: within the first steps at a rate that
+# blows up) and on the update/weight ratios (medians per step), never on how far the loss
+# falls (LR_TOO_LOW judges a given lr only), and the parameter check needs 5 steps of it.
+LR_FLOOR_AT_SUGGESTION = 10
 # Audit examples of a scaled plan: the per-layer statistics on 128 examples (of a conv net:
 # 128 x H x W positions per channel; of a language model, 128 x T tokens).
 SCALED_AUDIT_EXAMPLES = 128
@@ -92,13 +106,12 @@ PARAMS_STEPS = 5
 @dataclass
 class Plan:
     """The budget the checks run with (`budget`), and what it was made from: the measured
-    seconds of one training step at B (`step_s`) and at the tiny subset's 20 (`small_step_s`),
-    the allowance in steps, and whether the fixed budget was scaled down to it."""
+    seconds of one training step at B (`step_s`), the allowance in steps, and whether the
+    fixed budget was scaled down to it."""
 
     budget: Any
     given: Any = None  # the budget as given
     step_s: float | None = None
-    small_step_s: float | None = None
     allowance_steps: float | None = None
     fixed_steps: float | None = None
     scaled: bool = False
@@ -109,10 +122,10 @@ class Plan:
 
     @property
     def small_cost(self) -> float:
-        """A step of the tiny-subset fits, in units of a step at B."""
-        if not self.step_s or not self.small_step_s:
-            return SMALL_BATCH / max(self.budget.batch_size, SMALL_BATCH)
-        return min(1.0, self.small_step_s / self.step_s)
+        """A step of the tiny-subset fits, in units of a step at B: its share of the
+        examples (the same work per example, as `UnitMeter` counts it), not a timing, so
+        that the plan does not change with the machine's load."""
+        return SMALL_BATCH / max(self.budget.batch_size, SMALL_BATCH)
 
     def units(self, key: str, quick: bool = True) -> float:
         """The planned cost of one check (by its measurement key), in units of a step at B:
@@ -138,7 +151,6 @@ class Plan:
             "rule": self.rule,
             "scaled": self.scaled,
             "step_s": self.step_s,
-            "small_step_s": self.small_step_s,
             "batch_size": self.budget.batch_size,
             "allowance_steps": self.allowance_steps,
             "fixed_budget_steps": self.fixed_steps,
@@ -213,14 +225,15 @@ def make_plan(
     budget: Any,
     examples: int,
     step_s: float | None,
-    small_step_s: float | None,
     quick: bool = True,
+    lr_given: bool = True,
 ) -> Plan:
     """The plan for a model whose training step takes `step_s` seconds at
-    `budget.batch_size` (`small_step_s` at 20) on data of `examples` examples: `budget`
+    `budget.batch_size` on data of `examples` examples: `budget`
     itself when it fits the allowance (`budget.epochs` epochs) or `budget.min_seconds`, else
-    a scaled copy (module docstring)."""
-    plan = Plan(budget, budget, step_s, small_step_s)
+    a scaled copy (module docstring). Without a user lr (`lr_given` False) the
+    learning-rate run's floor is LR_FLOOR_AT_SUGGESTION."""
+    plan = Plan(budget, budget, step_s)
     fixed = _fixed_units(plan, quick)
     plan.fixed_steps = fixed
     if step_s is None or budget.epochs is None:
@@ -238,8 +251,8 @@ def make_plan(
     range_batch = max(RANGE_BATCH_MIN, int(budget.batch_size * RANGE_BATCH_FRACTION))
     plan.range_batch_size = min(range_batch, budget.batch_size)
     plan.budget = replace(budget, audit_examples=audit)
-    # The audits, and the timing itself (two steps at B, two of 20).
-    overhead = plan.units("init") + plan.units("initial_loss") + 2 + 2 * plan.small_cost
+    # The audits, and the timing itself (two steps at B).
+    overhead = plan.units("init") + plan.units("initial_loss") + 2
     left = max(allowance - overhead, 0.0)
     small = plan.small_cost
     cost = {
@@ -249,10 +262,11 @@ def make_plan(
         "range_steps": plan.range_batch_size / budget.batch_size,
         "lr_steps": 1.0,
     }
+    floors = {**FLOORS, **({} if lr_given else {"lr_steps": LR_FLOOR_AT_SUGGESTION})}
     steps = {}
     for name, share in SHARES.items():
         given = getattr(budget, name)
-        steps[name] = max(min(FLOORS[name], given), min(given, round(share * left / cost[name])))
+        steps[name] = max(min(floors[name], given), min(given, round(share * left / cost[name])))
     plan.budget = replace(plan.budget, **steps)
     plan.scaled = True
     plan.rule = (

@@ -68,15 +68,26 @@ def measure(
 
 
 class Measure(EvaluateEvery):
-    """Every `every` steps (and before the first and after the last), (loss, accuracy) on a
-    fixed batch, in train mode by default as the lecture's curves are; stop the run once
-    `done(loss, accuracy)` says so. `records` are (step, loss, accuracy)."""
+    """Every `every` steps (and before the first unless `at_start` is False, and after the
+    last), (loss, accuracy) on a fixed batch, in train mode by default as the lecture's
+    curves are; stop the run once `done(loss, accuracy)` says so. `records` are (step, loss,
+    accuracy)."""
 
-    def __init__(self, x: Inputs, y: Tensor, task: Task, every: int, done=None, train_mode=True):
+    def __init__(
+        self,
+        x: Inputs,
+        y: Tensor,
+        task: Task,
+        every: int,
+        done=None,
+        train_mode=True,
+        at_start: bool = True,
+    ):
         super().__init__(
             lambda model, x, y: measure(model, x, y, task, train_mode),
             (x, y),
             every=max(1, every),
+            at_start=at_start,
             at_end=True,
             mode=None,  # `measure` sets the mode itself
             stop_when=None if done is None else (lambda value: done(*value) and "reached"),

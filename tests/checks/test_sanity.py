@@ -298,6 +298,41 @@ def test_recalibrate_batchnorm_gives_the_exact_statistics_of_the_data():
     assert not recalibrate_batchnorm(mlp(5, [4], 2), x, batch_size=64)  # no BatchNorm
 
 
+def test_an_early_stopping_learnable_run_does_not_score_the_untrained_copy(digits_std):
+    """A scaled checkup scores the copy every 10 steps: the first scoring of the held-out
+    part (a forward without gradients) comes after the first training step, not before it
+    (an untrained copy cannot pass, and each scoring costs a third of a step per example),
+    and is made as the final score is (eval mode), so that a copy that passes there is
+    scored once; the fixed budget's run still scores before its first step, in train mode,
+    and again at the end."""
+    x, y = digits_std
+
+    def events(stop_early, hidden=(256, 256)):
+        model, seen = _model(hidden), []
+
+        def hook(module, args, output):
+            grad = torch.is_grad_enabled()
+            seen.append(("train" if grad else "score" if module.training else "eval", len(args[0])))
+
+        model.register_forward_hook(hook)
+        findings, m = check_learnable(
+            model, x, y, CE, steps=100, batch_size=64, stop_early=stop_early
+        )
+        held = m["held_out_examples"]  # scored: the held-out part, no gradients
+        return findings, m, [k for k, n in seen if k == "train" or n == held]
+
+    findings, m, seen = events(stop_early=True)  # passes at its first scoring
+    assert findings == [] and m["steps"] == 10
+    assert seen[0] == "train" and [k for k in seen if k != "train"] == ["eval"]
+    assert m["train_accuracy"] is None  # the seen examples only explain a finding
+    findings, m, seen = events(stop_early=True, hidden=(64, 64))  # at its second
+    assert findings == [] and m["steps"] == 20
+    assert [k for k in seen if k != "train"] == ["eval", "score", "eval"]
+    _, fixed_m, fixed = events(stop_early=False)
+    assert fixed[0] == "score" and fixed[-1] == "eval"
+    assert fixed_m["train_accuracy"] > 0.8
+
+
 def _slow_batchnorm_resnet():
     """A width-4 CIFAR ResNet-18 whose BatchNorm running averages move slowly (momentum
     0.01), so that after a short run they are stale: they still describe the init."""
@@ -319,14 +354,18 @@ def test_learnable_scores_batchnorm_models_with_statistics_of_their_trained_weig
     assert findings == []
 
 
-def test_a_model_far_below_a_linear_classifier_is_a_finding(digits_raw, monkeypatch):
+@pytest.mark.parametrize("stop_early", [False, True])
+def test_a_model_far_below_a_linear_classifier_is_a_finding(digits_raw, monkeypatch, stop_early):
     import babysit.checks.learnable as learnable
 
     x, y = digits_raw
     x, y = x[:600] * 16, y[:600]
     monkeypatch.setattr(learnable, "recalibrate_batchnorm", lambda *args: False)
-    findings, m = check_learnable(_slow_batchnorm_resnet(), x, y, CE, steps=60, batch_size=64)
+    findings, m = check_learnable(
+        _slow_batchnorm_resnet(), x, y, CE, steps=60, batch_size=64, stop_early=stop_early
+    )
     assert [(f.code, f.severity) for f in findings] == [("WORSE_THAN_LINEAR", "warning")]
+    assert f"({m['train_accuracy']:.0%})" in findings[0].message  # what it did on seen ones
     evidence = findings[0].evidence
     assert evidence["held_out_accuracy"] < evidence["needed"] < m["linear_held_out_accuracy"]
     assert m["linear_held_out_accuracy"] > 0.8  # the labels are learnt by a linear model
