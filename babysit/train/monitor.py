@@ -41,6 +41,12 @@ History records, one per step, in order (`mon.history`, and one JSON object per 
                     weight_grad_norm); a layer not run on that step is left out
     update_ratios   probe steps with an optimizer: {parameter name: ||dW|| / ||W||}, null
                     where ||W|| was 0 (a zero-initialised bias, before its first update)
+    update_ratio_groups  with update_ratios, where an attention has separate query/key/value
+                    projections: {attention: ||dW|| / ||W|| over their weights together}
+    below_default_scale  with update_ratios: {weight: ||W|| / torch's default init norm},
+                    for the Linear/Conv weights below that norm
+    roles           once, in the first record with update_ratios: {"attention": {attention:
+                    [weight names]}, "normalized": [parameter names]} (`babysit.train.roles`)
     alerts          when a guard tripped on this step: a list of dicts with "guard"
                     ("nonfinite_loss" or "loss_exploded") and "message"; nonfinite_loss adds
                     "layer" (str | null), "where" ("output", "gradient" or "loss") and

@@ -183,3 +183,13 @@ def test_the_report_judges_groups_normalized_and_small_weights_as_the_checkup():
     (group,) = [f for f in low if f.layer == "att"]
     assert group.evidence["parameters"] == ["att.q.weight", "att.k.weight"]
     assert "att.q.weight, att.k.weight, as one" in group.message
+
+
+def test_the_role_keys_cannot_be_logged():
+    from babysit.errors import UsageError
+
+    torch.manual_seed(0)
+    mon = _train(zoo.TokenEncoder(), _encoder_data(), 0.05, steps=1)
+    for key in ("roles", "update_ratio_groups", "below_default_scale"):
+        with pytest.raises(UsageError, match=f"{key} cannot be logged"):
+            mon.log(**{key: 1.0})
