@@ -242,7 +242,7 @@ class UpdateRatios(Quantity):
         self._groups: list[tuple[str, Tensor]] = []  # name, indices of its parameters
         self._roles: dict[str, Any] | None = None  # to record once
         self._before: list[Tensor] | None = None
-        self._norms: tuple[Tensor, Tensor] | None = None  # ||dW||, ||W|| per parameter
+        self._norms: tuple[Tensor, Tensor, Tensor] | None = None  # ratio, ||dW||, ||W||
 
     def begin_step(self, step: int) -> None:
         """Scheduled by optimizer steps, not by `mon.step` calls."""
@@ -274,27 +274,27 @@ class UpdateRatios(Quantity):
         with serial(before[0]):
             changes = torch.stack(
                 [
-                    torch.linalg.vector_norm(p.detach() - b)
+                    torch.linalg.vector_norm(p.detach() - b, dtype=torch.float32)
                     for b, (_, p) in zip(before, self.params, strict=True)
                 ]
             )
-            norms = torch.stack([torch.linalg.vector_norm(b) for b in before])
-            self._norms = (changes.float(), norms.float())
+            norms = torch.stack([torch.linalg.vector_norm(b, dtype=torch.float32) for b in before])
+            ratios = changes / norms.clamp_min(torch.finfo(torch.float32).tiny)
+            self._norms = (torch.where(norms > 0, ratios, math.nan), changes, norms)
 
     def end_step(self, loss: Tensor) -> dict[Any, Tensor]:
-        out: dict[Any, Any] = {}
-        if self._norms is not None:
-            (changes, norms), self._norms = self._norms, None
+        if self._norms is None:
+            return {}
+        (ratios, changes, norms), self._norms = self._norms, None
+        out: dict[Any, Any] = {"ratios": ratios, "norms": norms}
+        if self._groups:
             eps = torch.finfo(torch.float32).tiny
             with serial(changes):
-                ratios = changes / norms.clamp_min(eps)
-                out["ratios"] = torch.where(norms > 0, ratios, math.nan)
-                out["norms"] = norms
                 for group, held in self._groups:
                     squares = torch.stack([changes[held], norms[held]]).square().sum(dim=1)
                     out["group", group] = squares[0].sqrt() / squares[1].sqrt().clamp_min(eps)
-            if self._roles is not None:
-                out["roles"], self._roles = self._roles, None
+        if self._roles is not None:
+            out["roles"], self._roles = self._roles, None
         return out
 
     def read(self, record: dict[str, Any], values: Values) -> None:
