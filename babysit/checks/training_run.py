@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from babysit.checks.findings import Finding
@@ -109,9 +110,10 @@ def check_training_run(
     bugs = _loop_bugs(records, ratios, measured)
     findings += bugs
     if not bugs:  # a loop bug explains whatever the curves show; report it alone
-        rate = _learning_rate(records, curve, ratios, measured)
+        judged = _judged_ratios(records)
+        rate = _learning_rate(records, curve, judged, measured)
         findings += rate
-        findings += _layer_ratios(ratios, skip={f.evidence.get("direction") for f in rate})
+        findings += _layer_ratios(judged, skip={f.evidence.get("direction") for f in rate})
         if not diverged:  # the scatter and the accuracies of a diverged run mean nothing
             findings += _noise(curve, measured)
             findings += _generalization(records, measured, underfit=not rate)
@@ -212,18 +214,56 @@ def _weight_ratios(records: Sequence[dict[str, Any]]) -> dict[str, list[float | 
     return ratios
 
 
-def _median_weight_ratio(ratios: dict[str, list[float | None]]) -> float | None:
-    values = [
-        v
-        for name, series in ratios.items()
-        if "weight" in name.rsplit(".", 1)[-1]  # weight, in_proj_weight, an LSTM's weight_ih_l0
-        for v in series
-        if v is not None and v > 0
-    ]
+@dataclass
+class _Judged:
+    """A weight's (or an attention group's) ratios over the probes, as the checkup judges
+    them: `scaled`, each ratio times ||W|| / torch's default init norm where ||W|| is below
+    it (`below_default_scale`), for "too high"; `normalized`: its output reaches a
+    normalization, so it is never "too high"; `members`: an attention group's parameters."""
+
+    ratios: list[float]
+    scaled: list[float]
+    normalized: bool = False
+    members: list[str] = field(default_factory=list)
+
+
+def _judged_ratios(records: Sequence[dict[str, Any]]) -> dict[str, _Judged]:
+    """Per weight, or per attention group in place of its projections' weights (`roles`,
+    `update_ratio_groups`: the checkup's rule, babysit.checks.lr), the ratios judged."""
+    roles = next((r["roles"] for r in records if r.get("roles")), {})
+    groups: dict[str, list[str]] = roles.get("attention") or {}
+    normalized = set(roles.get("normalized") or ())
+    grouped = {p for members in groups.values() for p in members}
+    judged: dict[str, _Judged] = {}
+    for record in records:
+        scales = record.get("below_default_scale") or {}
+        entries = [
+            (n, v, scales.get(n, 1.0))
+            for n, v in (record.get("update_ratios") or {}).items()
+            if "weight" in n.rsplit(".", 1)[-1] and n not in grouped
+        ]
+        for group, value in (record.get("update_ratio_groups") or {}).items():
+            members = groups.get(group, [])
+            scale = min((scales.get(m, 1.0) for m in members), default=1.0)
+            entries.append((group, value, scale))
+        for name, value, scale in entries:
+            if value is None:
+                continue
+            entry = judged.setdefault(
+                name,
+                _Judged([], [], name in normalized, list(groups.get(name, []))),
+            )
+            entry.ratios.append(value)
+            entry.scaled.append(value * scale)
+    return judged
+
+
+def _median_weight_ratio(judged: dict[str, _Judged]) -> float | None:
+    values = [v for entry in judged.values() for v in entry.ratios if v > 0]
     return statistics.median(values) if values else None
 
 
-def _learning_rate(records, curve, ratios, measured) -> list[Finding]:
+def _learning_rate(records, curve, judged, measured) -> list[Finding]:
     total = records[-1]["step"]
     lrs = [(r["step"], r["loop"]["lr"]) for r in records if "lr" in (r.get("loop") or {})]
     if lrs:
@@ -250,7 +290,7 @@ def _learning_rate(records, curve, ratios, measured) -> list[Finding]:
                     },
                 )
             ]
-    median = _median_weight_ratio(ratios)
+    median = _median_weight_ratio(judged)
     measured["update_ratio_median"] = median
     if median is None or curve is None:
         return []
@@ -284,25 +324,30 @@ def _learning_rate(records, curve, ratios, measured) -> list[Finding]:
     return []
 
 
-def _layer_ratios(ratios: dict[str, list[float | None]], skip: set) -> list[Finding]:
-    """Per weight, a median ratio beyond the checkup's limits; not in the direction of a
-    run-wide LR_TOO_LOW/HIGH (`skip`), which already says it for every layer."""
+def _layer_ratios(judged: dict[str, _Judged], skip: set) -> list[Finding]:
+    """Per weight (an attention's projections as one), a median ratio beyond the checkup's
+    limits; not in the direction of a run-wide LR_TOO_LOW/HIGH (`skip`), which already says
+    it for every layer."""
     findings = []
-    for name, series in ratios.items():
-        values = [v for v in series if v is not None]
-        if not name.endswith("weight") or not values or max(values) <= 0:
+    for name, entry in judged.items():
+        values = entry.ratios
+        if not entry.members and not name.endswith("weight"):
+            continue  # an LSTM's weight_ih_l0 counts in the run-wide median only
+        if not values or max(values) <= 0:
             continue  # never updated: PARAMS_NOT_UPDATED says so
         median = statistics.median(values)
+        high = statistics.median(entry.scaled) > UPDATE_RATIO_MAX and not entry.normalized
         for code, off, word, limit in (
             ("UPDATE_RATIO_LOW", median < UPDATE_RATIO_MIN, "below", UPDATE_RATIO_MIN),
-            ("UPDATE_RATIO_HIGH", median > UPDATE_RATIO_MAX, "above", UPDATE_RATIO_MAX),
+            ("UPDATE_RATIO_HIGH", high, "above", UPDATE_RATIO_MAX),
         ):
             if off and word not in skip:
+                what = f"{name} ({', '.join(entry.members)}, as one)" if entry.members else name
                 findings.append(
                     Finding(
                         code,
                         "warning",
-                        f"{name}: median update/weight ratio {median:.1e} over the run, "
+                        f"{what}: median update/weight ratio {median:.1e} over the run, "
                         f"{word} {limit:g} (CS231n: around 1e-3)",
                         fix=f"{'raise' if word == 'below' else 'lower'} this layer's learning "
                         "rate (a parameter group), or its initialisation scale",
@@ -310,8 +355,9 @@ def _layer_ratios(ratios: dict[str, list[float | None]], skip: set) -> list[Find
                             "median": median,
                             "probes": len(values),
                             "range": [UPDATE_RATIO_MIN, UPDATE_RATIO_MAX],
-                        },
-                        layer=name.rsplit(".", 1)[0],
+                        }
+                        | ({"parameters": entry.members} if entry.members else {}),
+                        layer=name if entry.members else name.rsplit(".", 1)[0],
                     )
                 )
     return findings

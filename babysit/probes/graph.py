@@ -18,6 +18,7 @@ embedding sums are functional ops inside `forward`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, ValuesView
 from dataclasses import dataclass, field
 
 import torch
@@ -33,7 +34,7 @@ from babysit.nn.layers import (
 )
 from babysit.probes.hooks import preserved
 
-__all__ = ["GraphRoles", "graph_roles"]
+__all__ = ["GraphRoles", "RoleRecorder", "graph_roles"]
 
 # Fused attention kernels (flash, memory-efficient, cuDNN), whose inputs are query, key and
 # value; the math path of scaled_dot_product_attention and written-out attention run a
@@ -112,9 +113,9 @@ def _layers_behind(start, produced: dict, through=None) -> set[str]:
     return found
 
 
-def _graph_nodes(output: Tensor) -> list:
-    """Every node of `output`'s autograd graph."""
-    nodes, stack, seen = [], [output.grad_fn], set()
+def _graph_nodes(roots: list) -> list:
+    """Every node of the autograd graph behind the nodes `roots`."""
+    nodes, stack, seen = [], list(roots), set()
     while stack:
         node = stack.pop()
         if node is None or node in seen:
@@ -159,8 +160,8 @@ def _group_name(names: list[str]) -> str:
     return ".".join(common) if common else "+".join(names)
 
 
-def _attention_groups(output: Tensor, produced: dict, layers: dict) -> dict[str, list[str]]:
-    nodes = _graph_nodes(output)
+def _attention_groups(roots: list, produced: dict, layers: dict) -> dict[str, list[str]]:
+    nodes = _graph_nodes(roots)
     consumers: dict = {}
     for node in nodes:
         for parent, _ in node.next_functions:
@@ -193,48 +194,94 @@ def _attention_groups(output: Tensor, produced: dict, layers: dict) -> dict[str,
     return groups
 
 
+class RoleRecorder:
+    """Hooks that record what the roles are read from while a model runs: the autograd node
+    of every layer's output, the node of every normalization's input, and `roots`, the
+    nodes of the model's own outputs (every tensor it returns: a `ModelOutput`'s logits and
+    loss). Hooks inside a compiled graph record nothing. `roles()` reads them (`graph_roles`
+    runs one forward under it; the Monitor reads the first training step's)."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.layers = dict(parameterised_layers(model))
+        self.produced: dict = {}
+        self.norm_inputs: list = []
+        self.roots: list = []
+        self.enabled = True  # False: the hooks stay (a compiled graph keeps its guards), idle
+        self._handles: list = []
+
+    def attach(self) -> RoleRecorder:
+        if self._handles:
+            return self
+        self._handles = [m.register_forward_hook(self._record(n)) for n, m in self.layers.items()]
+        self._handles += [
+            m.register_forward_pre_hook(self._record_input)
+            for _, m in self.model.named_modules()
+            if _is_normalization(m)
+        ]
+        self._handles.append(self.model.register_forward_hook(self._record_root))
+        return self
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def clear(self) -> None:
+        """Drop the recorded nodes (and the graph they keep alive)."""
+        self.produced, self.norm_inputs, self.roots = {}, [], []
+
+    def _record(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, result: object) -> None:
+            if torch.compiler.is_compiling() or not self.enabled:
+                return
+            output = layer_output(result)
+            if isinstance(output, Tensor) and output.grad_fn is not None:
+                self.produced[output.grad_fn] = name
+
+        return hook
+
+    def _record_input(self, module: nn.Module, inputs: tuple) -> None:
+        if torch.compiler.is_compiling() or not self.enabled:
+            return
+        first = inputs[0] if inputs and isinstance(inputs[0], Tensor) else None
+        if first is not None and first.grad_fn is not None:
+            self.norm_inputs.append(first.grad_fn)
+
+    def _record_root(self, module: nn.Module, inputs: tuple, result: object) -> None:
+        if torch.compiler.is_compiling() or not self.enabled:
+            return
+        values = result.values() if isinstance(result, Mapping) else result
+        values = values if isinstance(values, tuple | list | ValuesView) else [values]
+        self.roots += [v.grad_fn for v in values if isinstance(v, Tensor) and v.grad_fn]
+
+    def roles(self, roots: list | None = None) -> GraphRoles:
+        """The roles in the graph behind `roots` (default: the recorded model outputs)."""
+        roots = self.roots if roots is None else roots
+        found = GraphRoles()
+        if not roots:
+            return found
+        found.attention = _attention_groups(roots, self.produced, self.layers)
+        for node in self.norm_inputs:
+            if node in self.produced:
+                found.normalized.add(self.produced[node])
+            elif _keeps_scale(node):
+                found.normalized |= _layers_behind(node, self.produced, _keeps_scale)
+        return found
+
+
 def graph_roles(model: nn.Module, x: Inputs, forward: Forward | None = None) -> GraphRoles:
     """Run `x` through `model` once with gradients (no backward; model, buffers, grads and
     random generators left as found) and read the attention projections and the normalized
     layers from the autograd graph. Empty roles when no parameter takes a gradient."""
-    layers = dict(parameterised_layers(model))
-    produced: dict = {}
-    norm_inputs: list = []
-
-    def record(name: str):
-        def hook(module: nn.Module, inputs: tuple, result: object) -> None:
-            output = layer_output(result)
-            if isinstance(output, Tensor) and output.grad_fn is not None:
-                produced[output.grad_fn] = name
-
-        return hook
-
-    def record_input(module: nn.Module, inputs: tuple) -> None:
-        first = inputs[0] if inputs and isinstance(inputs[0], Tensor) else None
-        if first is not None and first.grad_fn is not None:
-            norm_inputs.append(first.grad_fn)
-
-    handles = [m.register_forward_hook(record(n)) for n, m in layers.items()]
-    handles += [
-        m.register_forward_pre_hook(record_input)
-        for _, m in model.named_modules()
-        if _is_normalization(m)
-    ]
+    recorder = RoleRecorder(model).attach()
     cuda = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     try:  # dropout draws from the generators: they are left as found too
         with preserved(model), torch.enable_grad(), torch.random.fork_rng(devices=cuda):
             model.train()
             output = model_output(model, x, forward)
     finally:
-        for handle in handles:
-            handle.remove()
-    roles = GraphRoles()
+        recorder.remove()
     if not isinstance(output, Tensor) or output.grad_fn is None:
-        return roles
-    roles.attention = _attention_groups(output, produced, layers)
-    for node in norm_inputs:
-        if node in produced:
-            roles.normalized.add(produced[node])
-        elif _keeps_scale(node):
-            roles.normalized |= _layers_behind(node, produced, _keeps_scale)
-    return roles
+        return GraphRoles()
+    return recorder.roles([output.grad_fn])

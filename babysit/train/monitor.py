@@ -41,6 +41,12 @@ History records, one per step, in order (`mon.history`, and one JSON object per 
                     weight_grad_norm); a layer not run on that step is left out
     update_ratios   probe steps with an optimizer: {parameter name: ||dW|| / ||W||}, null
                     where ||W|| was 0 (a zero-initialised bias, before its first update)
+    update_ratio_groups  with update_ratios, where an attention has separate query/key/value
+                    projections: {attention: ||dW|| / ||W|| over their weights together}
+    below_default_scale  with update_ratios: {weight: ||W|| / torch's default init norm},
+                    for the Linear/Conv weights below that norm
+    roles           once, in the first record with update_ratios: {"attention": {attention:
+                    [weight names]}, "normalized": [parameter names]} (`babysit.train.roles`)
     alerts          when a guard tripped on this step: a list of dicts with "guard"
                     ("nonfinite_loss" or "loss_exploded") and "message"; nonfinite_loss adds
                     "layer" (str | null), "where" ("output", "gradient" or "loss") and
@@ -50,7 +56,6 @@ History records, one per step, in order (`mon.history`, and one JSON object per 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import warnings
 from collections.abc import Iterable
@@ -62,10 +67,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from babysit._validation import check_scalar
 from babysit.errors import UsageError
 from babysit.nn.activations import activation_info
 from babysit.probes import HISTOGRAM_BINS, Hooks, select_layers
+from babysit.train.arguments import check_metric, positive_int, rank_and_size, scalar
 from babysit.train.callbacks import Callback
 from babysit.train.compiled import SampleCapture, unwrap_compiled
 from babysit.train.divergence import LOSS_ABORT_FACTOR
@@ -80,6 +85,7 @@ from babysit.train.records import (
     load_history,
     save_history,
 )
+from babysit.train.roles import RunRoles, default_norms
 
 __all__ = [
     "DEFAULT_EVERY",
@@ -160,12 +166,12 @@ class Monitor(Callback):
             raise UsageError(
                 f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}"
             )
-        self.every = _positive_int(every, "every")
+        self.every = positive_int(every, "every")
         self.read_every = (
-            self.every if read_every is None else _positive_int(read_every, "read_every")
+            self.every if read_every is None else positive_int(read_every, "read_every")
         )
-        self.sample = None if sample is None else _positive_int(sample, "sample")
-        self.bins = _positive_int(bins, "bins")
+        self.sample = None if sample is None else positive_int(sample, "sample")
+        self.bins = positive_int(bins, "bins")
         if not (isinstance(abort_factor, int | float) and abort_factor > 1):
             raise UsageError(f"abort_factor must be a number > 1, got {abort_factor!r}")
         # A torch.compile'd model: watch the module inside, probe it outside the graph.
@@ -195,6 +201,7 @@ class Monitor(Callback):
             self.layers, infos, self.every, histograms, self.bins, self._forward_order
         )
         self._ratios = UpdateRatios(self.every)
+        self._roles = RunRoles(model, compiled=wrapper is not None)
         self._loop = LoopFacts(model, self.layers, self.every)
         self._nonfinite = NonFiniteGuard(
             self._names,
@@ -247,6 +254,7 @@ class Monitor(Callback):
         self._hooks = Hooks(self.layers, forward=self._on_forward)
         if self._capture is not None:
             self._capture.attach()
+        self._roles.attach()
         self._hook_optimizer()
         return self
 
@@ -265,6 +273,7 @@ class Monitor(Callback):
                 self._hooks = None
             if self._capture is not None:
                 self._capture.remove()
+            self._roles.remove()
             self._unhook_optimizer()
             if self._writer is not None:
                 self._writer.close()
@@ -287,6 +296,9 @@ class Monitor(Callback):
             )
         self._unhook_optimizer()
         self.optimizer, self._ratios.params = optimizer, params
+        self._ratios.floors = default_norms(self.model)
+        if self._roles.read:
+            self._ratios.set_roles(self._roles.groups, self._roles.as_record())
         self._loop.set_optimizer(optimizer, owned)
         if self.attached:
             self._hook_optimizer()
@@ -385,7 +397,7 @@ class Monitor(Callback):
                 f"Monitor.log: {', '.join(reserved)} cannot be logged; it is set by the Monitor"
             )
         for key, value in metrics.items():
-            _check_metric(key, value)
+            check_metric(key, value)
         if self._pending:
             self._pending[-1].metrics.update(metrics)
             return
@@ -443,7 +455,7 @@ class Monitor(Callback):
         from babysit.checks.training_run import check_training_run
         from babysit.report.training_run import RunReport
 
-        rank, ranks = _rank_and_size()
+        rank, ranks = rank_and_size()
         info = {
             "kind": "training_run",
             "ranks": ranks,
@@ -468,7 +480,7 @@ class Monitor(Callback):
         Under torch.distributed only rank 0 writes (one history per run); other ranks
         return the path without writing."""
         records = self.history
-        if _rank_and_size()[0] != 0:
+        if rank_and_size()[0] != 0:
             return Path(path)
         return save_history(path, records)
 
@@ -505,11 +517,13 @@ class Monitor(Callback):
                 "Monitor.step was called on a detached Monitor; use it as `with Monitor(...) "
                 "as mon:` (or call mon.attach()) before the training loop"
             )
-        loss = _scalar(loss, "loss", self.model)
+        loss = scalar(loss, "loss", self.model)
         for key, value in metrics.items():
-            _check_metric(key, value)
+            check_metric(key, value)
         if self._capture is not None and self._statistics.active:
             self._capture.rerun()  # a compiled model's probe, outside its graph
+        if self._roles.end_step():  # read from this step's graph, once
+            self._ratios.set_roles(self._roles.groups, self._roles.as_record())
         self._step += 1
         layout: list[tuple[int, Any, int]] = []
         tensors: list[Tensor] = []
@@ -558,41 +572,3 @@ class Monitor(Callback):
         if self._writer is not None:
             self._writer.write(record)
         return record
-
-
-def _rank_and_size() -> tuple[int, int]:
-    """(this process's rank, the number of ranks) under torch.distributed, else (0, 1)."""
-    distributed = torch.distributed
-    if distributed.is_available() and distributed.is_initialized():
-        return distributed.get_rank(), distributed.get_world_size()
-    return 0, 1
-
-
-def _scalar(value: Tensor | float, what: str, model: nn.Module) -> Tensor:
-    """A 0-dim tensor; a Python number goes to the model's device, beside the statistics."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise UsageError(
-                f"{what} must be a scalar, got a tensor of shape {tuple(value.shape)}; "
-                "pass its mean (loss.mean())"
-            )
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        parameter = next(model.parameters(), None)
-        return torch.tensor(float(value), device=None if parameter is None else parameter.device)
-    raise UsageError(f"{what} must be a tensor or a number, got {type(value).__name__}")
-
-
-def _check_metric(key: str, value: Any) -> None:
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise UsageError(f"metric {key} must be a scalar, got shape {tuple(value.shape)}")
-        return
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise UsageError(f"metric {key} must be a number or a scalar tensor, got {value!r}")
-    if key.endswith("accuracy") and math.isfinite(value) and not 0 <= value <= 1:
-        raise UsageError(f"{key} must be a fraction in [0, 1], got {value!r}; divide by 100")
-
-
-def _positive_int(value: Any, what: str) -> int:
-    return check_scalar(value, what, int, min=1)

@@ -25,7 +25,6 @@ from babysit.probes import (
     gradient_values,
     histogram_between,
     saturated_fraction,
-    update_ratios,
 )
 from babysit.train.records import LAYER_FIELDS, all_finite, finite_or_none
 
@@ -230,17 +229,35 @@ class UpdateRatios(Quantity):
     `optimizer.step()` with torch's step hooks (right for any optimizer), on the scheduled
     optimizer steps: counted in optimizer steps, so gradient accumulation or skipped (AMP)
     steps never make it miss its schedule. A ratio lands in the record of the `mon.step` call
-    that follows its optimizer step; null where ||W|| was 0 (a zero-initialised bias)."""
+    that follows its optimizer step; null where ||W|| was 0 (a zero-initialised bias).
+    With `set_roles` (`babysit.train.roles`): each attention's projection weights also as one
+    ratio, the norms over all of them (`update_ratio_groups`), and the weights below torch's
+    default init norm (`below_default_scale`: ||W|| / that norm)."""
 
     def __init__(self, every: int):
         self.schedule = Schedule(every)
         self.params: list[tuple[str, nn.Parameter]] = []
         self.optimizer_steps = 0  # optimizer steps seen so far
+        self.floors: dict[str, float] = {}  # parameter -> its norm under torch's default init
+        self._groups: list[tuple[str, Tensor]] = []  # name, indices of its parameters
+        self._roles: dict[str, Any] | None = None  # to record once
         self._before: list[Tensor] | None = None
-        self._ratios: Tensor | None = None
+        self._norms: tuple[Tensor, Tensor, Tensor] | None = None  # ratio, ||dW||, ||W||
 
     def begin_step(self, step: int) -> None:
         """Scheduled by optimizer steps, not by `mon.step` calls."""
+
+    def set_roles(self, groups: dict[str, list[str]], record: dict[str, Any]) -> None:
+        """Measure each group (a name -> parameter names) as one ratio; `record` goes into the
+        next record with ratios, as `roles`."""
+        index = {name: i for i, (name, _) in enumerate(self.params)}
+        device = self.params[0][1].device if self.params else None
+        self._groups = []
+        for group, names in groups.items():
+            held = [index[n] for n in names if n in index]
+            if held:
+                self._groups.append((group, torch.tensor(held, device=device)))
+        self._roles = record
 
     def before_update(self) -> None:
         if not self.params or self._before is not None:
@@ -255,22 +272,50 @@ class UpdateRatios(Quantity):
             return
         before, self._before = self._before, None
         with serial(before[0]):
-            ratios = update_ratios(before, [p.detach() for _, p in self.params])
-            norms = torch.stack([torch.linalg.vector_norm(b.float()) for b in before])
-            self._ratios = torch.where(norms > 0, ratios, math.nan)
+            changes = torch.stack(
+                [
+                    torch.linalg.vector_norm(p.detach() - b, dtype=torch.float32)
+                    for b, (_, p) in zip(before, self.params, strict=True)
+                ]
+            )
+            norms = torch.stack([torch.linalg.vector_norm(b, dtype=torch.float32) for b in before])
+            ratios = changes / norms.clamp_min(torch.finfo(torch.float32).tiny)
+            self._norms = (torch.where(norms > 0, ratios, math.nan), changes, norms)
 
     def end_step(self, loss: Tensor) -> dict[Any, Tensor]:
-        if self._ratios is None:
+        if self._norms is None:
             return {}
-        ratios, self._ratios = self._ratios, None
-        return {"ratios": ratios}
+        (ratios, changes, norms), self._norms = self._norms, None
+        out: dict[Any, Any] = {"ratios": ratios, "norms": norms}
+        if self._groups:
+            eps = torch.finfo(torch.float32).tiny
+            with serial(changes):
+                for group, held in self._groups:
+                    squares = torch.stack([changes[held], norms[held]]).square().sum(dim=1)
+                    out["group", group] = squares[0].sqrt() / squares[1].sqrt().clamp_min(eps)
+        if self._roles is not None:
+            out["roles"], self._roles = self._roles, None
+        return out
 
     def read(self, record: dict[str, Any], values: Values) -> None:
-        if "ratios" in values:
-            record["update_ratios"] = {
-                name: finite_or_none(v)
-                for (name, _), v in zip(self.params, values["ratios"], strict=True)
-            }
+        if "roles" in values:
+            record["roles"] = values["roles"]
+        if "ratios" not in values:
+            return
+        record["update_ratios"] = {
+            name: finite_or_none(v)
+            for (name, _), v in zip(self.params, values["ratios"], strict=True)
+        }
+        groups = {k[1]: finite_or_none(v[0]) for k, v in values.items() if isinstance(k, tuple)}
+        if groups:
+            record["update_ratio_groups"] = groups
+        scales = {
+            name: norm / self.floors[name]
+            for (name, _), norm in zip(self.params, values["norms"], strict=True)
+            if name in self.floors and norm < self.floors[name]
+        }
+        if scales:
+            record["below_default_scale"] = scales
 
 
 @contextmanager

@@ -23,7 +23,20 @@ from babysit.probes import LayerStats
 __all__ = ["LAYER_FIELDS", "RESERVED", "first_layer_filters", "load_history", "save_history"]
 
 # Keys the Monitor sets itself; `log` refuses them.
-RESERVED = frozenset({"step", "loss", "layers", "update_ratios", "loop", "alerts", "gap"})
+RESERVED = frozenset(
+    {
+        "step",
+        "loss",
+        "layers",
+        "update_ratios",
+        "update_ratio_groups",
+        "below_default_scale",
+        "roles",
+        "loop",
+        "alerts",
+        "gap",
+    }
+)
 LAYER_FIELDS = tuple(f.name for f in fields(LayerStats))
 FIRST_LAYER_FILTERS = 32  # filters kept for the report's first-layer figure
 

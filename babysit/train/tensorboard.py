@@ -24,7 +24,10 @@ _LAYER_SCALARS = {
     "saturated_fraction": "saturated_fraction",
     "grad_std": "grad_std",
 }
-_NOT_SCALARS = frozenset({"step", "layers", "update_ratios", "alerts"})
+_NOT_SCALARS = frozenset(
+    {"step", "layers", "update_ratios", "update_ratio_groups", "below_default_scale", "roles"}
+    | {"alerts"}
+)
 
 
 def check_log_dir(log_dir: str | os.PathLike) -> type:
@@ -57,7 +60,8 @@ class TensorBoardLog:
                 if isinstance(layer.get(key), int | float):
                     self.writer.add_scalar(f"{tag}/{name}", layer[key], step)
             self._histogram(f"activations/{name}", layer, step)
-        for name, ratio in record.get("update_ratios", {}).items():
+        ratios = record.get("update_ratios", {}) | record.get("update_ratio_groups", {})
+        for name, ratio in ratios.items():
             if ratio is not None:
                 self.writer.add_scalar(f"update_ratio/{name}", ratio, step)
         for alert in record.get("alerts", ()):

@@ -45,3 +45,38 @@ def test_a_compiled_model_is_probed_outside_its_graph_without_recompiling():
     assert first["mean"] == pytest.approx(float(expected.mean()), rel=1e-5)
     assert [r["step"] for r in history if "update_ratios" in r] == [1, 4, 7]
     assert mon.report().codes == [] or all(f.severity == "info" for f in mon.report().findings)
+
+
+@pytest.mark.slow
+def test_a_compiled_attention_gets_its_roles_from_the_eager_probe_without_recompiling():
+    """Inside the compiled graph the role hooks record nothing; the first step's eager probe
+    gives the attention group and the normalized layers, and the graph is compiled once."""
+    import sys
+    from pathlib import Path
+
+    import torch._dynamo
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
+    import zoo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.manual_seed(0)
+    model = zoo.TokenEncoder(std=0.02)
+    compiled = torch.compile(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    ids, labels = zoo.token_labels(32, vocab=20)
+    with Monitor(compiled, opt, every=2, sample=8) as mon:
+        for _ in range(4):
+            loss = nn.functional.cross_entropy(compiled(ids), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            mon.step(loss)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    history = mon.history
+    assert history[0]["roles"]["attention"] == {
+        "attention": ["attention.query.weight", "attention.key.weight", "attention.value.weight"]
+    }
+    assert "tok.weight" in history[0]["roles"]["normalized"]
+    assert [r["step"] for r in history if "update_ratio_groups" in r] == [1, 3]

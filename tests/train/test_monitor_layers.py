@@ -13,7 +13,7 @@ from torch import nn
 
 from babysit.checks.initial_loss import check_initial_loss
 from babysit.checks.task import task_for
-from babysit.checks.training_run import _median_weight_ratio
+from babysit.checks.training_run import _judged_ratios, _median_weight_ratio
 from babysit.train import Monitor
 from babysit.train.measuring import UpdateRatioLog
 
@@ -137,8 +137,9 @@ def test_embedding_ratio_is_over_the_rows_looked_up_whatever_the_vocabulary():
 
 
 def test_run_median_ratio_counts_recurrent_and_attention_weights():
-    ratios = {"rnn.weight_ih_l0": [1e-2], "rnn.weight_hh_l0": [1e-2], "fc.bias": [5.0]}
-    assert _median_weight_ratio(ratios) == pytest.approx(1e-2)
+    ratios = {"rnn.weight_ih_l0": 1e-2, "rnn.weight_hh_l0": 1e-2, "fc.bias": 5.0}
+    records = [{"update_ratios": ratios}]
+    assert _median_weight_ratio(_judged_ratios(records)) == pytest.approx(1e-2)
 
 
 def test_nan_loss_at_init_names_the_lstm_set_to_inf():
