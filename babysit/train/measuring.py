@@ -85,7 +85,7 @@ class UpdateRatioLog(Callback):
                 entry = merged.setdefault(key, ([], []))
                 entry[0].extend(weights)
                 entry[1].extend([isinstance(module, EMBEDDING)] * len(weights))
-                floors[key] = floors.get(key, 0.0) + _default_square_norm(module)
+                floors[key] = floors.get(key, 0.0) + default_square_norm(module)
         self.layers: list[tuple[str, list[Tensor]]] = [(n, w) for n, (w, _) in merged.items()]
         self._floors = [math.sqrt(floors[n]) for n, _ in self.layers]
         tables = [t for _, (_, kinds) in merged.items() for t in kinds]
@@ -114,7 +114,7 @@ class UpdateRatioLog(Callback):
 
     def below_default_scale(self) -> dict[str, float]:
         """Per layer, ||W|| now against the norm torch's default init gives its weight
-        matrices (`_default_square_norm`), where that is larger: 1 for a layer at or above
+        matrices (`default_square_norm`), where that is larger: 1 for a layer at or above
         that scale and for the kinds without one (embeddings, recurrent layers, norms)."""
         scales = {}
         for (name, weights), floor in zip(self.layers, self._floors, strict=True):
@@ -123,7 +123,7 @@ class UpdateRatioLog(Callback):
         return scales
 
 
-def _default_square_norm(module: nn.Module) -> float:
+def default_square_norm(module: nn.Module) -> float:
     """||W||^2 of a weight layer under torch's default init, kaiming_uniform_(a=sqrt(5)):
     U(-b, b), b = 1/sqrt(fan_in), variance 1/(3 fan_in), so out/3 over the out x fan_in
     entries; 0 for the other kinds."""

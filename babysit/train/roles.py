@@ -21,6 +21,7 @@ from torch import nn
 
 from babysit.nn.layers import layer_weights, parameterised_layers, weight_matrix
 from babysit.probes.graph import RoleRecorder
+from babysit.train.measuring import default_square_norm
 
 __all__ = ["RunRoles", "default_norms"]
 
@@ -82,9 +83,10 @@ class RunRoles:
 
 def default_norms(model: nn.Module) -> dict[str, float]:
     """Per weight-layer weight parameter, its norm under torch's default init (U(-b, b),
-    b = 1/sqrt(fan_in): sqrt(out / 3), as the checkup's `UpdateRatioLog` takes it)."""
+    b = 1/sqrt(fan_in): sqrt(out / 3); `babysit.train.measuring.default_square_norm`, which the
+    checkup's `UpdateRatioLog` reads too)."""
     return {
-        f"{name}.weight": math.sqrt(weight_matrix(module).shape[0] / 3)
+        f"{name}.weight": math.sqrt(default_square_norm(module))
         for name, module in parameterised_layers(model)
         if weight_matrix(module) is not None
     }

@@ -163,22 +163,11 @@ def test_a_models_own_rmsnorm_counts_as_normalization():
 
 def test_checkup_architecture_reads_the_layer_kinds():
     import babysit as bs
-    from babysit.doctor import Budget
 
     torch.manual_seed(0)
     model = AttentionStack(width=16, depth=2)
     x, y = torch.randn(64, 8, 16), torch.randint(0, 3, (64,))
-    budget = Budget(
-        audit_examples=32,
-        max_examples=64,
-        overfit_steps=2,
-        reg_steps=1,
-        learnable_steps=1,
-        range_steps=4,
-        lr_steps=4,
-        batch_size=16,
-    )
-    report = bs.checkup(model, (x, y), budget=budget)
+    report = bs.checkup(model, (x, y), budget=zoo.AUDIT)
     kinds = report.measurements["architecture"]["layer_kinds"]
     assert kinds == {"attention": 2, "linear": 1}
     assert {s["name"] for s in report.measurements["layers"]} >= {"blocks.0", "blocks.1"}

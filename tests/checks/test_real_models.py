@@ -24,28 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
 
 import zoo  # noqa: E402
 
-# Enough to reach the audits and the initial loss; the training checks barely run.
-AUDIT = Budget(
-    audit_examples=32,
-    max_examples=64,
-    overfit_steps=2,
-    reg_steps=1,
-    learnable_steps=1,
-    range_steps=4,
-    lr_steps=4,
-    batch_size=16,
-)
-# Enough for a small healthy model to overfit 20 examples and learn its labels.
-FIT = Budget(
-    audit_examples=64,
-    max_examples=512,
-    overfit_steps=150,
-    reg_steps=10,
-    learnable_steps=100,
-    range_steps=20,
-    lr_steps=20,
-    batch_size=32,
-)
+AUDIT, FIT = zoo.AUDIT, zoo.FIT
 
 
 @pytest.fixture(autouse=True)

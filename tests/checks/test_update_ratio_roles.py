@@ -12,32 +12,12 @@ import torch
 
 import babysit as bs
 from babysit.checks.lr import UPDATE_RATIO_MAX, UPDATE_RATIO_MIN, _ratio_findings
-from babysit.doctor import Budget
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
 
 import zoo  # noqa: E402
 
-AUDIT = Budget(
-    audit_examples=32,
-    max_examples=64,
-    overfit_steps=2,
-    reg_steps=1,
-    learnable_steps=1,
-    range_steps=4,
-    lr_steps=4,
-    batch_size=16,
-)
-FIT = Budget(
-    audit_examples=64,
-    max_examples=512,
-    overfit_steps=150,
-    reg_steps=10,
-    learnable_steps=100,
-    range_steps=20,
-    lr_steps=20,
-    batch_size=32,
-)
+AUDIT, FIT = zoo.AUDIT, zoo.FIT
 
 
 def _encoder_data():

@@ -18,6 +18,32 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from babysit.doctor import Budget
+
+# Checkup budgets for the zoo's tests. AUDIT: enough to reach the audits and the initial loss;
+# the training checks barely run. FIT: enough for a small healthy model to overfit 20
+# examples and learn its labels.
+AUDIT = Budget(
+    audit_examples=32,
+    max_examples=64,
+    overfit_steps=2,
+    reg_steps=1,
+    learnable_steps=1,
+    range_steps=4,
+    lr_steps=4,
+    batch_size=16,
+)
+FIT = Budget(
+    audit_examples=64,
+    max_examples=512,
+    overfit_steps=150,
+    reg_steps=10,
+    learnable_steps=100,
+    range_steps=20,
+    lr_steps=20,
+    batch_size=32,
+)
+
 VOCAB = 100
 SEQ_LEN = 32
 
